@@ -1,0 +1,207 @@
+"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from envoylog import __version__
+from envoylog.config import Settings, load_settings
+from envoylog.errors import EXIT_CODES, ConfigError, EnvoylogError
+
+T = TypeVar("T")
+
+_EXIT_CODES_HELP = "\n\n".join(f"{code}: {meaning}" for code, meaning in EXIT_CODES.items())
+
+app = typer.Typer(
+    name="envoylog",
+    help=(
+        "Log an Enphase Envoy / IQ Gateway into SQLite or PostgreSQL, and report daily yield.\n\n"
+        f"Exit codes:\n\n{_EXIT_CODES_HELP}"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Database schema: upgrade it, or show its revision.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@dataclass
+class Options:
+    """The options every command takes."""
+
+    db: str | None = None
+    config: Path | None = None
+    verbose: bool = False
+
+    def settings(self) -> Settings:
+        """The validated settings for this invocation."""
+        return load_settings(db=self.db, config=self.config)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"envoylog {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None, typer.Option("--db", help="SQLAlchemy URL of the database [env: ENVOYLOG_DB].")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML config file [env: ENVOYLOG_CONFIG].")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Tell what happens; tracebacks on errors.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options shared by every command."""
+    ctx.obj = Options(db=db, config=config, verbose=verbose)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="envoylog: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def run_cli(ctx: typer.Context, action: Callable[[Options], T]) -> T:
+    """Run `action`, turning the project's errors into one line on stderr and their exit code."""
+    options: Options = ctx.find_object(Options) or Options()
+    try:
+        return action(options)
+    except EnvoylogError as exc:
+        _fail(str(exc), exc.exit_code, options.verbose)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130, options.verbose)
+    except Exception as exc:
+        _fail(f"internal error: {type(exc).__name__}: {exc}", 1, options.verbose)
+
+
+def _fail(message: str, code: int, verbose: bool) -> NoReturn:
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    typer.echo(f"envoylog: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Upgrade the database schema to the newest revision (also done automatically on first use)."""
+    from envoylog.db.engine import create_db_engine
+    from envoylog.db.migrate import current_revision, upgrade
+
+    def action(options: Options) -> None:
+        engine = create_db_engine(options.settings().db_url)
+        try:
+            applied = upgrade(engine)
+            if options.verbose:
+                state = "upgraded to" if applied else "already at"
+                typer.echo(f"database {state} revision {current_revision(engine)}", err=True)
+        finally:
+            engine.dispose()
+
+    run_cli(ctx, action)
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the database's schema revision and the newest one this envoylog knows."""
+    from envoylog.db.engine import create_db_engine
+    from envoylog.db.migrate import current_revision, head_revision
+
+    def action(options: Options) -> None:
+        engine = create_db_engine(options.settings().db_url)
+        try:
+            current = current_revision(engine) or "none (empty database)"
+        finally:
+            engine.dispose()
+        typer.echo(f"current: {current}\nhead:    {head_revision()}")
+
+    run_cli(ctx, action)
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    profile: Annotated[
+        str, typer.Option(help="Hardware profile: standard, metered, battery or legacy.")
+    ] = "metered",
+    port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1 (0: any free port).")] = 8443,
+    cloud_port: Annotated[
+        int | None, typer.Option(help="Port of the simulated Enphase cloud (default: the gateway port + 1).")
+    ] = None,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    start: Annotated[
+        str | None, typer.Option(help="Simulated start time, ISO 8601 (default: now, or where it stopped).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the weather and the house load.")] = 1,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "Start with a fault: mfa, wrong-password, cloud-down, late-reset, counter-wrap, "
+                "or PATH=STATUS|malformed|hang:SECONDS. Repeatable."
+            )
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the simulator keeps its keys, certificates and clock (default: user data dir)."
+        ),
+    ] = None,
+) -> None:
+    """Run the simulated gateway and Enphase cloud on 127.0.0.1 until Ctrl-C."""
+    from envoylog.simulator.cli_support import serve_simulator
+
+    def action(_options: Options) -> None:
+        start_at = _parse_start(start)
+        serve_simulator(
+            profile=profile,
+            port=port,
+            cloud_port=cloud_port,
+            speed=speed,
+            start=start_at,
+            seed=seed,
+            faults=fault or [],
+            state_dir=state_dir,
+            echo=typer.echo,
+        )
+
+    run_cli(ctx, action)
+
+
+def _parse_start(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"bad --start {value!r}: expected ISO 8601, e.g. 2026-06-21T04:00:00+02:00"
+        ) from None
+    if when.tzinfo is None:
+        raise ConfigError(f"bad --start {value!r}: give a zone or offset, e.g. 2026-06-21T04:00:00Z")
+    return when
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,323 @@
+"""Settings: the only place that reads environment variables and the config file (SPEC section 2).
+
+Precedence is command-line option > environment variable > config file > default. The environment
+variables describe one gateway named ``default``; ``ENVOYLOG_USERNAME``/``ENVOYLOG_PASSWORD`` also serve,
+like the file's top-level credentials, every gateway that has none of its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import platformdirs
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from envoylog.errors import ConfigError
+
+APP_NAME = "envoylog"
+DEFAULT_HOST = "envoy.local"
+DEFAULT_ENLIGHTEN_URL = "https://enlighten.enphaseenergy.com"
+DEFAULT_ENTREZ_URL = "https://entrez.enphaseenergy.com"
+DEFAULT_GATEWAY_NAME = "default"
+
+_GATEWAY_KEYS = {"host", "username", "password", "token", "serial", "fingerprint"}
+# A file for one gateway may keep its host, token, serial and fingerprint at the top level.
+_SINGLE_GATEWAY_KEYS = {"host", "token", "serial", "fingerprint"}
+_TOP_LEVEL_KEYS = {"db", "timezone", "enlighten_url", "entrez_url", "username", "password", "gateways"}
+_TOP_LEVEL_KEYS |= _SINGLE_GATEWAY_KEYS
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*\.?$"
+)
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How to reach and authenticate with one gateway."""
+
+    name: str
+    host: str  # as the user wrote it: "host", "host:port" or a URL with a scheme
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    serial: str | None = None
+    fingerprint: str | None = None  # SHA-256 of the gateway's certificate, hex, to pin it
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """The URLs to try, in order: a bare host over HTTPS first, then HTTP; a URL as given."""
+        if "://" in self.host:
+            return (self.host.rstrip("/"),)
+        return (f"https://{self.host}", f"http://{self.host}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know, already validated."""
+
+    db_url: str = field(repr=False)  # may hold a database password
+    timezone: str
+    enlighten_url: str
+    entrez_url: str
+    gateways: tuple[GatewaySettings, ...]
+    config_path: Path | None = None
+
+
+def default_config_path() -> Path:
+    """`config.toml` in the user's config directory."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_db_url() -> str:
+    """A SQLite file in the user's data directory."""
+    return f"sqlite:///{Path(platformdirs.user_data_dir(APP_NAME)) / 'envoylog.db'}"
+
+
+def system_timezone() -> str:
+    """The IANA name of this machine's zone, or UTC when it cannot be told."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz and _is_zone(tz):
+        return tz
+    try:
+        target = os.path.realpath("/etc/localtime")
+        marker = "zoneinfo/"
+        if marker in target:
+            name = target.split(marker, 1)[1]
+            if _is_zone(name):
+                return name
+    except OSError:
+        pass
+    try:
+        name = Path("/etc/timezone").read_text(encoding="utf-8").strip()
+        if _is_zone(name):
+            return name
+    except OSError:
+        pass
+    return "UTC"
+
+
+def load_settings(
+    *,
+    db: str | None = None,
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Combine command-line values, the environment and the config file into validated Settings."""
+    env = os.environ if environ is None else environ
+    path, explicit = _config_location(config, env)
+    data = _read_config_file(path, explicit)
+    _check_keys(data, _TOP_LEVEL_KEYS, "the config file")
+
+    db_url = db or env.get("ENVOYLOG_DB") or _opt_str(data, "db", "db") or default_db_url()
+    timezone = env.get("ENVOYLOG_TIMEZONE") or _opt_str(data, "timezone", "timezone") or system_timezone()
+    enlighten = env.get("ENVOYLOG_ENLIGHTEN_URL") or _opt_str(data, "enlighten_url", "enlighten_url")
+    entrez = env.get("ENVOYLOG_ENTREZ_URL") or _opt_str(data, "entrez_url", "entrez_url")
+
+    return Settings(
+        db_url=validate_db_url(db_url),
+        timezone=_validate_timezone(timezone),
+        enlighten_url=_validate_cloud_url(enlighten or DEFAULT_ENLIGHTEN_URL, "enlighten_url"),
+        entrez_url=_validate_cloud_url(entrez or DEFAULT_ENTREZ_URL, "entrez_url"),
+        gateways=_gateways(data, env),
+        config_path=path if path.is_file() else None,
+    )
+
+
+def _config_location(config: Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    if config is not None:
+        return config, True
+    if env.get("ENVOYLOG_CONFIG"):
+        return Path(env["ENVOYLOG_CONFIG"]), True
+    return default_config_path(), False
+
+
+def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist")
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8 text"
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _gateways(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[GatewaySettings, ...]:
+    shared_user = env.get("ENVOYLOG_USERNAME") or _opt_str(data, "username", "username")
+    shared_password = env.get("ENVOYLOG_PASSWORD") or _opt_str(data, "password", "password")
+
+    tables = data.get("gateways", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("'gateways' in the config file must be a table of [gateways.<name>] tables")
+    raw: dict[str, dict[str, Any]] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[gateways.{name}] in the config file must be a table")
+        _check_keys(table, _GATEWAY_KEYS, f"[gateways.{name}]")
+        raw[name] = dict(table)
+    single = {key: data[key] for key in _SINGLE_GATEWAY_KEYS if key in data}
+    if single and raw:
+        key = sorted(single)[0]
+        raise ConfigError(
+            f"'{key}' at the top of the config file and [gateways.*] tables: move it into a table"
+        )
+    if single:
+        raw[DEFAULT_GATEWAY_NAME] = single
+
+    from_env = {
+        key: env[var]
+        for key, var in (
+            ("host", "ENVOYLOG_HOST"),
+            ("token", "ENVOYLOG_TOKEN"),
+            ("serial", "ENVOYLOG_SERIAL"),
+        )
+        if env.get(var)
+    }
+    if from_env or not raw:
+        raw.setdefault(DEFAULT_GATEWAY_NAME, {}).update(from_env)
+
+    gateways = []
+    for name, table in raw.items():
+        where = f"[gateways.{name}]" if name in tables else "the gateway's"
+        own_user = _opt_str(table, "username", f"{where} username")
+        own_password = _opt_str(table, "password", f"{where} password")
+        if name == DEFAULT_GATEWAY_NAME and name not in tables:
+            # The environment's gateway: its credentials are the environment's or the file's top level.
+            own_user = own_password = None
+        host = _opt_str(table, "host", f"{where} host") or DEFAULT_HOST
+        gateways.append(
+            GatewaySettings(
+                name=name,
+                host=validate_host(host),
+                username=own_user or shared_user,
+                password=own_password or shared_password,
+                token=_opt_str(table, "token", f"{where} token"),
+                serial=_opt_str(table, "serial", f"{where} serial"),
+                fingerprint=_validate_fingerprint(_opt_str(table, "fingerprint", f"{where} fingerprint")),
+            )
+        )
+    return tuple(gateways)
+
+
+def validate_host(host: str) -> str:
+    """Check a gateway address (`host`, `host:port` or an http(s) URL); return it stripped."""
+    value = host.strip()
+    bad = f"bad gateway host {host!r}: expected host, host:port or http(s)://host[:port]"
+    if not value:
+        raise ConfigError(bad)
+    if "://" in value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(bad)
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+            raise ConfigError(bad)
+        _check_port(parts, bad)
+        _check_hostname(parts.hostname, bad)
+        return value.rstrip("/")
+    parts = urlsplit(f"//{value}")
+    if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username:
+        raise ConfigError(bad)
+    _check_port(parts, bad)
+    _check_hostname(parts.hostname, bad)
+    return value
+
+
+def _check_port(parts: Any, message: str) -> None:
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(message) from None
+    if port == 0:
+        raise ConfigError(message)
+
+
+def _check_hostname(hostname: str, message: str) -> None:
+    try:
+        ipaddress.ip_address(hostname)
+        return
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(hostname):
+        raise ConfigError(message)
+
+
+def validate_db_url(url: str) -> str:
+    """Check that `url` is a SQLAlchemy URL of a supported database (SQLite or PostgreSQL)."""
+    try:
+        parsed: URL = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "bad database URL: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"unsupported database {backend!r}: envoylog stores into SQLite or PostgreSQL")
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError("a SQLite database needs a file: sqlite:///PATH")
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            # A plain postgresql:// URL means psycopg 3 here, the driver envoylog installs.
+            return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        if parsed.get_driver_name() != "psycopg":
+            raise ConfigError("use the psycopg driver for PostgreSQL: postgresql+psycopg://USER@HOST/DB")
+    return url
+
+
+def _validate_timezone(name: str) -> str:
+    if not _is_zone(name):
+        raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as Europe/Amsterdam")
+    return name
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _validate_cloud_url(url: str, key: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"bad {key} {url!r}: expected an http(s) URL")
+    return url.rstrip("/")
+
+
+def _validate_fingerprint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    normal = value.replace(":", "").strip().lower()
+    if not _FINGERPRINT.match(normal):
+        raise ConfigError("bad fingerprint: expected the SHA-256 of the gateway certificate, 64 hex digits")
+    return normal
+
+
+def _opt_str(table: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} in the config file must be a string")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where} (allowed: {', '.join(sorted(allowed))})")

@@ -1,0 +1,52 @@
+"""The project's exceptions; each carries the exit code the CLI ends with (SPEC section 3)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EnvoylogError(Exception):
+    """Base of every error envoylog reports to its user: one line, one exit code."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class ConfigError(EnvoylogError):
+    """Bad usage or configuration: a bad host, database URL, config file or option."""
+
+    exit_code = 2
+
+
+class AuthError(EnvoylogError):
+    """Authentication needs the user: bad credentials, MFA without a token, a token that cannot be renewed."""
+
+    exit_code = 3
+
+
+class GatewayError(EnvoylogError):
+    """The gateway is unreachable or answers errors only."""
+
+    exit_code = 4
+
+
+class DatabaseError(EnvoylogError):
+    """The database cannot be opened, migrated, read or written."""
+
+    exit_code = 5
+
+
+class LockedError(EnvoylogError):
+    """Another collect run holds the lock for this database."""
+
+    exit_code = 6
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success (also when nothing changed)",
+    1: "internal error",
+    2: "usage or configuration error",
+    3: "authentication needs the user (bad credentials, MFA account without a token, token not renewable)",
+    4: "gateway unreachable or answering errors only",
+    5: "database error",
+    6: "another collect holds the lock for this database",
+}

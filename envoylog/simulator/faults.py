@@ -1,0 +1,76 @@
+"""Faults the simulator can be told to show, at start or while running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class EndpointFault:
+    """How one gateway endpoint misbehaves."""
+
+    status: int | None = None  # answer with this HTTP status instead of the data
+    malformed: bool = False  # answer 200 with a body that is not valid JSON
+    hang_seconds: float = 0.0  # wait this many real seconds before answering
+
+
+@dataclass
+class Quirks:
+    """Faults that change the values the gateway reports (the model's concern, not HTTP's)."""
+
+    counter_wrap_at: datetime | None = None  # from then on one inverter's 32-bit joule counter has wrapped
+    late_whtoday_reset: bool = False  # whToday resets around 00:15 local, and not to zero
+    firmware: str | None = None  # a firmware update: /info reports this version instead of the profile's
+
+
+@dataclass
+class Faults:
+    """Everything that can be switched on; the defaults are a healthy gateway and cloud."""
+
+    mfa: bool = False  # the Enlighten account uses multi-factor authentication: login gives no session_id
+    wrong_password: bool = False  # Enlighten refuses the credentials
+    cloud_down: bool = False  # Enlighten and Entrez answer 503
+    endpoints: dict[str, EndpointFault] = field(
+        default_factory=dict
+    )  # keyed by path, e.g. "/production.json"
+    quirks: Quirks = field(default_factory=Quirks)
+
+
+_SWITCHES = {"mfa", "wrong-password", "cloud-down", "late-reset", "counter-wrap"}
+
+
+def apply_fault_spec(faults: Faults, spec: str, now: datetime) -> None:
+    """Switch on one fault named on the command line: a switch, or PATH=STATUS|malformed|hang:SECONDS."""
+    if "=" in spec:
+        path, _, how = spec.partition("=")
+        if not path.startswith("/"):
+            raise ValueError(f"bad fault {spec!r}: the endpoint must be a path such as /production.json")
+        faults.endpoints[path] = _endpoint_fault(spec, how)
+        return
+    if spec not in _SWITCHES:
+        known = ", ".join(sorted(_SWITCHES))
+        raise ValueError(f"unknown fault {spec!r} (known: {known}, or PATH=STATUS|malformed|hang:SECONDS)")
+    if spec == "mfa":
+        faults.mfa = True
+    elif spec == "wrong-password":
+        faults.wrong_password = True
+    elif spec == "cloud-down":
+        faults.cloud_down = True
+    elif spec == "late-reset":
+        faults.quirks.late_whtoday_reset = True
+    else:
+        faults.quirks.counter_wrap_at = now
+
+
+def _endpoint_fault(spec: str, how: str) -> EndpointFault:
+    if how == "malformed":
+        return EndpointFault(malformed=True)
+    if how.startswith("hang:"):
+        try:
+            return EndpointFault(hang_seconds=float(how.removeprefix("hang:")))
+        except ValueError:
+            pass
+    elif how.isdigit() and 100 <= int(how) <= 599:
+        return EndpointFault(status=int(how))
+    raise ValueError(f"bad fault {spec!r}: after '=' give an HTTP status, 'malformed' or 'hang:SECONDS'")

@@ -1,0 +1,107 @@
+"""The schema: made by the migrations only, matching the models, upgraded once even by racing processes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from envoylog.cli import app
+from envoylog.db.engine import create_db_engine
+from envoylog.db.migrate import current_revision, head_revision, open_database, upgrade
+from envoylog.db.models import Base
+
+
+def test_models_and_migrations_agree(db_url: str) -> None:
+    engine = open_database(db_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_first_use_upgrades_an_empty_database_and_second_use_changes_nothing(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    assert current_revision(engine) is None
+    assert upgrade(engine) is True
+    assert current_revision(engine) == head_revision()
+    assert "gateways" in inspect(engine).get_table_names()
+    assert upgrade(engine) is False
+    engine.dispose()
+
+
+def test_racing_upgrades_apply_the_migrations_once(db_url: str) -> None:
+    engines = [create_db_engine(db_url) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        applied = list(pool.map(upgrade, engines))
+    assert applied.count(True) == 1
+    assert current_revision(engines[0]) == head_revision()
+    for engine in engines:
+        engine.dispose()
+
+
+def test_new_sqlite_file_is_private_to_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "envoylog.db"
+    open_database(f"sqlite:///{path}").dispose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_db_commands(db_url: str, isolated_env: Path) -> None:
+    runner = CliRunner()
+    before = runner.invoke(app, ["--db", db_url, "db", "current"])
+    assert before.exit_code == 0, before.output
+    assert "current: none (empty database)" in before.stdout
+    upgraded = runner.invoke(app, ["--db", db_url, "-v", "db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    after = runner.invoke(app, ["--db", db_url, "db", "current"])
+    assert f"current: {head_revision()}" in after.stdout
+
+
+def test_unusable_database_is_exit_5_with_one_line(tmp_path: Path, isolated_env: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(app, ["--db", f"sqlite:///{blocker}/sub/envoylog.db", "db", "upgrade"])
+    assert result.exit_code == 5
+    assert result.stderr.startswith("envoylog: error: cannot create the SQLite database")
+    assert result.stderr.count("\n") == 1
+
+
+def test_unreachable_postgresql_is_exit_5(isolated_env: Path) -> None:
+    # Port 9 (discard) on loopback has no PostgreSQL: the connection is refused at once.
+    result = CliRunner().invoke(
+        app, ["--db", "postgresql+psycopg://nobody@127.0.0.1:9/none", "db", "current"]
+    )
+    assert result.exit_code == 5
+    assert result.stderr.startswith("envoylog: error: cannot read the database")
+    assert "Traceback" not in result.output
+
+
+def test_a_garbage_sqlite_file_is_exit_5_and_left_untouched(tmp_path: Path, isolated_env: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"my precious notes, not a database" * 100)
+    before = path.read_bytes()
+    result = CliRunner().invoke(app, ["--db", f"sqlite:///{path}", "db", "upgrade"])
+    assert result.exit_code == 5
+    assert "file is not a database" in result.stderr
+    assert path.read_bytes() == before
+
+
+def test_module_entry_point_runs_outside_the_source_tree(tmp_path: Path) -> None:
+    env = {**os.environ, "ENVOYLOG_DB": f"sqlite:///{tmp_path / 'e.db'}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "envoylog", "db", "upgrade"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "e.db").exists()
