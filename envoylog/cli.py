@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from sqlalchemy import Engine
 
 from envoylog import __version__
 from envoylog.config import Settings, load_settings
@@ -34,6 +38,25 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema: upgrade it, or show its revision.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+auth_app = typer.Typer(help="Enphase tokens and gateway sessions.", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
+
+
+STDIN = "-"
+
+
+class Format(StrEnum):
+    """Output formats of the inspecting commands."""
+
+    table = "table"
+    json = "json"
+
+
+FormatOption = Annotated[Format, typer.Option("--format", help="table for people, json for programs.")]
+GatewayOption = Annotated[
+    str | None,
+    typer.Option("--gateway", help="The configured gateway's name (default: all, or the only one)."),
+]
 
 
 @dataclass
@@ -79,6 +102,7 @@ def main_options(
         stream=sys.stderr,
         force=True,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def run_cli(ctx: typer.Context, action: Callable[[Options], T]) -> T:
@@ -87,7 +111,7 @@ def run_cli(ctx: typer.Context, action: Callable[[Options], T]) -> T:
     try:
         return action(options)
     except EnvoylogError as exc:
-        _fail(str(exc), exc.exit_code, options.verbose)
+        _fail(str(exc), exc.status, options.verbose)
     except KeyboardInterrupt:
         _fail("interrupted", 130, options.verbose)
     except Exception as exc:
@@ -99,6 +123,164 @@ def _fail(message: str, code: int, verbose: bool) -> NoReturn:
         traceback.print_exc(file=sys.stderr)
     typer.echo(f"envoylog: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+@app.command()
+def collect(
+    ctx: typer.Context,
+    every: Annotated[
+        float | None,
+        typer.Option(help="Keep polling every N seconds (daemon mode); stops on SIGTERM/SIGINT."),
+    ] = None,
+    deadline: Annotated[float, typer.Option(help="Seconds one run may take in all.")] = 50.0,
+) -> None:
+    """Read every configured gateway once and store what changed. Silent on success."""
+    from envoylog.collect import collect_all, raise_for_runs
+    from envoylog.daemon import collect_every
+
+    def action(options: Options) -> None:
+        settings = options.settings()
+        if deadline <= 0:
+            raise ConfigError("--deadline must be positive")
+        if every is not None:
+            if every <= 0:
+                raise ConfigError("--every must be positive")
+            collect_every(
+                settings, every_s=every, deadline_s=deadline, warn=lambda line: typer.echo(line, err=True)
+            )
+            return
+        raise_for_runs(collect_all(settings, deadline_s=deadline))
+
+    run_cli(ctx, action)
+
+
+@app.command()
+def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
+    """The latest stored readings of every gateway."""
+    from envoylog.overview import format_latest, latest_document
+
+    _show(ctx, format, latest_document, format_latest)
+
+
+@app.command()
+def status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
+    """Per gateway: firmware, last success, last error, token expiry, rows stored; database size."""
+    from envoylog.overview import format_status, status_document
+
+    _show(ctx, format, lambda engine: status_document(engine, _now()), format_status)
+
+
+@auth_app.command("status")
+def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
+    """Token and session of every gateway (never the secrets themselves)."""
+    from envoylog.overview import auth_document, format_auth
+
+    _show(ctx, format, lambda engine: auth_document(engine, _now()), format_auth)
+
+
+@auth_app.command("login")
+def auth_login(ctx: typer.Context, gateway: GatewayOption = None) -> None:
+    """Get a new token from the Enphase cloud now and store it (ignores the wait after failed logins)."""
+    from envoylog.auth_admin import choose_one, describe_token, login
+
+    def action(options: Options) -> None:
+        settings = options.settings()
+        chosen = choose_one(settings, gateway)
+        with _database(options) as engine:
+            serial, token = login(engine, settings, chosen, _now())
+        typer.echo(describe_token(serial, token, _now()))
+
+    run_cli(ctx, action)
+
+
+@auth_app.command("set-token")
+def auth_set_token(
+    ctx: typer.Context,
+    token: Annotated[str, typer.Argument(help="The token, or - to read it from standard input.")],
+    gateway: GatewayOption = None,
+) -> None:
+    """Store a token you pasted (for accounts with multi-factor authentication); it is checked first."""
+    from envoylog.auth_admin import choose_one, describe_token, set_token
+
+    def action(options: Options) -> None:
+        raw = sys.stdin.read() if token == STDIN else token
+        settings = options.settings()
+        chosen = choose_one(settings, gateway)
+        with _database(options) as engine:
+            serial, info = set_token(engine, chosen, raw, _now())
+        typer.echo(describe_token(serial, info, _now()))
+
+    run_cli(ctx, action)
+
+
+@auth_app.command("logout")
+def auth_logout(ctx: typer.Context, gateway: GatewayOption = None) -> None:
+    """Delete the stored tokens and sessions (of one gateway with --gateway, else of every gateway)."""
+    from envoylog.auth_admin import choose_gateways, logout
+
+    def action(options: Options) -> None:
+        settings = options.settings()
+        chosen = choose_gateways(settings, gateway)
+        with _database(options) as engine:
+            deleted = logout(engine, chosen, everything=gateway is None)
+        typer.echo(f"deleted {deleted} stored token(s) and session(s)")
+
+    run_cli(ctx, action)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    cycles: Annotated[int, typer.Option(help="Collect cycles, a simulated minute apart.")] = 5,
+    profile: Annotated[
+        str, typer.Option(help="Simulated hardware: standard, metered, battery, legacy.")
+    ] = "metered",
+) -> None:
+    """The no-hardware tour: a simulated gateway, a few collect cycles, the latest readings."""
+    from envoylog.demo import run_demo
+    from envoylog.simulator.profiles import get_profile
+
+    def action(options: Options) -> None:
+        try:
+            get_profile(profile)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if cycles < 1:
+            raise ConfigError("--cycles must be at least 1")
+        run_demo(options.settings(), cycles=cycles, profile=profile, echo=typer.echo)
+
+    run_cli(ctx, action)
+
+
+def _show(
+    ctx: typer.Context,
+    format: Format,
+    build: Callable[[Engine], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+) -> None:
+    """Build a document from the database and print it as JSON or as a table."""
+
+    def action(options: Options) -> None:
+        with _database(options) as engine:
+            document = build(engine)
+        typer.echo(json.dumps(document, indent=2) if format is Format.json else render(document))
+
+    run_cli(ctx, action)
+
+
+@contextmanager
+def _database(options: Options) -> Iterator[Engine]:
+    from envoylog.db.migrate import open_database
+
+    engine = open_database(options.settings().db_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @db_app.command("upgrade")

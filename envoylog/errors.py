@@ -10,6 +10,11 @@ class EnvoylogError(Exception):
 
     exit_code: ClassVar[int] = 1
 
+    @property
+    def status(self) -> int:
+        """The exit code this error ends the command with."""
+        return self.exit_code
+
 
 class ConfigError(EnvoylogError):
     """Bad usage or configuration: a bad host, database URL, config file or option."""

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from urllib3.exceptions import InsecureRequestWarning
+
+from envoylog.collect import GatewayRun, collect_all
+from envoylog.config import GatewaySettings, Settings
+from envoylog.simulator import Simulator
 
 POSTGRES_URL_VARIABLE = "ENVOYLOG_TEST_POSTGRES_URL"
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "envoy-captures"
@@ -53,3 +61,103 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     return home
+
+
+class Site:
+    """A simulated gateway and a database, and the collector run against them as cron would."""
+
+    def __init__(self, sim: Simulator, db_url: str) -> None:
+        self.sim = sim
+        self.db_url = db_url
+
+    def settings(self, **gateway: Any) -> Settings:
+        """Settings pointing at the simulator; `gateway` overrides the gateway's own values."""
+        fields = {
+            "name": "home",
+            "host": self.sim.gateway_url,
+            "username": self.sim.username,
+            "password": self.sim.password,
+        }
+        fields.update(gateway)
+        return Settings(
+            db_url=self.db_url,
+            timezone="Europe/Amsterdam",
+            enlighten_url=self.sim.enlighten_url,
+            entrez_url=self.sim.entrez_url,
+            gateways=(GatewaySettings(**fields),),
+        )
+
+    def collect(self, settings: Settings | None = None, **options: Any) -> GatewayRun:
+        """One collect run of the one gateway, on the simulator's clock, trusting its CA for the cloud."""
+        self.sim.clear_request_log()
+        (run,) = collect_all(
+            settings or self.settings(),
+            clock=self.sim.clock.now,
+            cloud_verify=str(self.sim.ca_file),
+            **options,
+        )
+        return run
+
+    def requests(self, service: str = "gateway", path: str | None = None) -> list[str]:
+        """Paths requested since the last collect started."""
+        return [
+            entry.path
+            for entry in self.sim.request_log()
+            if entry.service == service and (path is None or entry.path.split("?")[0] == path)
+        ]
+
+    def cloud_requests(self) -> int:
+        """Requests to Enlighten and Entrez since the last collect started."""
+        return sum(1 for entry in self.sim.request_log() if entry.service in ("enlighten", "entrez"))
+
+    def rows(self) -> dict[str, int]:
+        """Reading rows stored, per table."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return {
+                    table: int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())  # noqa: S608
+                    for table in ("meter_readings", "inverter_readings", "battery_readings")
+                }
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection to the database in a transaction that commits at the end."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def query(self, sql: str, **params: Any) -> list[Any]:
+        """Rows of an SQL query on the database."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return list(conn.execute(text(sql), params))
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Simulator]:
+    """The metered profile on loopback, its clock at real time."""
+    with Simulator("metered", state_dir=tmp_path / "sim") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def site(sim: Simulator, db_url: str) -> Site:
+    """The simulator and an empty database on SQLite and PostgreSQL."""
+    return Site(sim, db_url)
+
+
+@pytest.fixture
+def quiet_tls() -> Iterator[None]:
+    """Requests to the self-signed simulated gateway made by the test itself, without the warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureRequestWarning)
+        yield

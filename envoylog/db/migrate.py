@@ -13,10 +13,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.db.engine import SQLITE_BEGIN, create_db_engine, describe_db_error
+from envoylog.db.lock import PG_LOCK_KEY
 from envoylog.errors import DatabaseError
-
-# Any constant will do: it only has to be the same in every envoylog process.
-_PG_MIGRATION_LOCK = 0x656E766F79
 
 
 def migrations_dir() -> Path:
@@ -59,7 +57,9 @@ def upgrade(engine: Engine) -> bool:
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
                 if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                    conn.execute(
+                        text(f"SELECT pg_advisory_xact_lock({PG_LOCK_KEY})"), {"purpose": ":migrate"}
+                    )
                 # Checked again under the lock: another process may have upgraded meanwhile.
                 if MigrationContext.configure(conn).get_current_revision() == head:
                     return False

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 
-from sqlalchemy import MetaData, String
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from envoylog.db.types import UtcDateTime
@@ -12,7 +23,7 @@ from envoylog.db.types import UtcDateTime
 # Stable constraint names, so that migrations can name what they change on SQLite and PostgreSQL alike.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -38,3 +49,113 @@ class Gateway(Base):
     metered: Mapped[bool | None]
     first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # What discovery found (endpoints, CTs) for `firmware`, as JSON; redone when the firmware changes.
+    discovery: Mapped[str | None] = mapped_column(Text)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids for the big tables.
+BigId = Integer().with_variant(BigInteger(), "postgresql")
+
+
+class AuthRecord(Base):
+    """A gateway's token or session cookie, with its expiry; and the cloud's back-off after failures."""
+
+    __tablename__ = "auth"
+    __table_args__ = (UniqueConstraint("gateway_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # "token" | "session"
+    secret: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(16))  # token: "cloud" | "manual" | "config"
+    enphase_user: Mapped[str | None] = mapped_column(String(16))
+    issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cloud_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    cloud_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Series(Base):
+    """One time series of a gateway: a site channel (in total or one phase), an inverter or a battery."""
+
+    __tablename__ = "series"
+    __table_args__ = (UniqueConstraint("gateway_id", "kind", "phase", "device"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    # "production" | "consumption" | "net_consumption" | "inverter" | "battery"
+    kind: Mapped[str] = mapped_column(String(20))
+    phase: Mapped[int] = mapped_column(SmallInteger, default=0)  # 0: all phases; 1..3: L1..L3
+    device: Mapped[str] = mapped_column(String(64), default="")  # inverter or battery serial; "" for the site
+
+
+class _Reading:
+    """The part every readings table shares: its key starts with the series."""
+
+    # The key is the series and the time: one index serves change detection and time-range reports,
+    # and SQLite stores the rows in that index itself (WITHOUT ROWID).
+    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_with_rowid": False}
+
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), primary_key=True)
+
+
+class MeterSample(_Reading, Base):
+    """A reading of a production, consumption or net-consumption channel."""
+
+    __tablename__ = "meter_readings"
+    read_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # "eim" | "meters" | "api_v1" | "inverters"
+    watts: Mapped[float]
+    wh_lifetime: Mapped[float | None]  # net consumption: imported minus exported
+    wh_imported_lifetime: Mapped[float | None]
+    wh_exported_lifetime: Mapped[float | None]
+    volts: Mapped[float | None]
+    amps: Mapped[float | None]
+    hz: Mapped[float | None]
+    power_factor: Mapped[float | None]
+
+
+class InverterSample(_Reading, Base):
+    """A micro-inverter's report."""
+
+    __tablename__ = "inverter_readings"
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    watts: Mapped[float]
+    max_watts: Mapped[float | None]
+    joules_lifetime: Mapped[float | None]
+    ac_volts: Mapped[float | None]
+    ac_amps: Mapped[float | None]
+    dc_volts: Mapped[float | None]
+    dc_amps: Mapped[float | None]
+    hz: Mapped[float | None]
+    temperature_c: Mapped[float | None]
+
+
+class BatterySample(_Reading, Base):
+    """A battery's state of charge and power (positive: discharging)."""
+
+    __tablename__ = "battery_readings"
+    read_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    soc_percent: Mapped[float | None]
+    watts: Mapped[float | None]
+    wh_available: Mapped[float | None]
+
+
+class Run(Base):
+    """One collect run of one gateway: when, how it ended, what it cost and stored."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_gateway_started", "gateway_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    gateway_id: Mapped[int | None] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    gateway_name: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str] = mapped_column(String(16))  # "running" | "ok" | "partial" | "failed"
+    requests: Mapped[int] = mapped_column(default=0)
+    cloud_requests: Mapped[int] = mapped_column(default=0)
+    rows_added: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from envoylog.db.types import UtcDateTime
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -25,8 +27,8 @@ def upgrade() -> None:
         sa.Column("firmware", sa.String(length=40), nullable=True),
         sa.Column("part_number", sa.String(length=40), nullable=True),
         sa.Column("metered", sa.Boolean(), nullable=True),
-        sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("first_seen_at", UtcDateTime(), nullable=False),
+        sa.Column("last_seen_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_gateways")),
         sa.UniqueConstraint("serial", name=op.f("uq_gateways_serial")),
     )

@@ -1,0 +1,346 @@
+"""The use case cron runs: settings -> gateway -> readings -> repository -> run log, for every gateway."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from requests.auth import HTTPDigestAuth
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from envoylog import readings
+from envoylog.config import GatewaySettings, Settings
+from envoylog.db import repository
+from envoylog.db.engine import describe_db_error
+from envoylog.db.lock import collect_lock
+from envoylog.db.migrate import open_database
+from envoylog.errors import ConfigError, DatabaseError, EnvoylogError, GatewayError
+from envoylog.gateway.auth import GatewayAuth
+from envoylog.gateway.client import Answer, GatewayClient, GatewayUnreachable
+from envoylog.gateway.cloud import CloudClient
+from envoylog.sources import (
+    API_V1_PRODUCTION,
+    DEVICE_DATA,
+    ENSEMBLE_INVENTORY,
+    ENSEMBLE_POWER,
+    INVERTERS,
+    METER_READINGS,
+    METERS,
+    PRODUCTION_JSON,
+    Answers,
+    build_snapshot,
+    ct_configs,
+    plan_run,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 50.0  # ends a cron run before the next minute's starts
+MIN_FIRMWARE = (3, 9)  # older firmware serves HTML pages only
+
+
+class UnsupportedGateway(GatewayError):
+    """The gateway's firmware has no machine-readable data."""
+
+
+def utc_now() -> datetime:
+    """The collector's clock."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class GatewayRun:
+    """How collecting one gateway went."""
+
+    name: str
+    serial: str | None = None
+    outcome: str = "running"  # "ok" | "partial" | "failed"
+    requests: int = 0
+    cloud_requests: int = 0
+    rows_added: dict[str, int] = field(default_factory=dict)
+    endpoint_errors: list[str] = field(default_factory=list)
+    error: EnvoylogError | None = None
+
+    def summary(self) -> str:
+        """One line for -v: requests made and rows added per series kind."""
+        rows = ", ".join(f"{kind} {n}" for kind, n in sorted(self.rows_added.items())) or "none"
+        text = (
+            f"{self.name} ({self.serial or 'unknown serial'}): {self.outcome}; "
+            f"{self.requests} gateway requests, {self.cloud_requests} cloud requests; rows added: {rows}"
+        )
+        if self.endpoint_errors:
+            text += "; endpoint errors: " + "; ".join(self.endpoint_errors)
+        return text
+
+
+def collect_all(
+    settings: Settings,
+    *,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    clock: Callable[[], datetime] = utc_now,
+    cloud_verify: str | bool = True,
+) -> list[GatewayRun]:
+    """One poll cycle of every configured gateway, one after another, under the database's collect lock."""
+    started = time.monotonic()
+    engine = open_database(settings.db_url)
+    try:
+        with collect_lock(engine):
+            runs = []
+            for index, gateway in enumerate(settings.gateways):
+                # Each gateway gets a fair share of what is left, so one that hangs cannot starve the rest.
+                remaining = started + deadline_s - time.monotonic()
+                deadline = time.monotonic() + remaining / (len(settings.gateways) - index)
+                run = collect_gateway(
+                    engine, settings, gateway, deadline=deadline, clock=clock, cloud_verify=cloud_verify
+                )
+                log.info("%s", run.summary())
+                runs.append(run)
+            return runs
+    finally:
+        engine.dispose()
+
+
+def collect_gateway(
+    engine: Engine,
+    settings: Settings,
+    gateway: GatewaySettings,
+    *,
+    deadline: float,
+    clock: Callable[[], datetime] = utc_now,
+    cloud_verify: str | bool = True,
+) -> GatewayRun:
+    """Read one gateway and store what changed; every outcome is written to the run log."""
+    run = GatewayRun(gateway.name)
+    cloud = CloudClient(settings.enlighten_url, settings.entrez_url, verify=cloud_verify)
+    client: GatewayClient | None = None
+    gateway_id: int | None = None
+    try:
+        with engine.begin() as conn:
+            run_id = repository.start_run(conn, gateway.name, clock())
+            # Known from earlier runs: a run that cannot reach the gateway is still logged against it.
+            known = repository.find_gateway(conn, name=gateway.name, serial=gateway.serial)
+            gateway_id = known.id if known is not None else None
+    except SQLAlchemyError as exc:
+        run.outcome, run.error = (
+            "failed",
+            DatabaseError(f"cannot write the run log: {describe_db_error(exc)}"),
+        )
+        return run
+    try:
+        client, info = connect(gateway, deadline)
+        run.serial = info.serial
+        now = clock()
+        with engine.begin() as conn:
+            record = repository.save_gateway(conn, info, gateway.name, now)
+        gateway_id = record.id
+        if record.firmware_changed:
+            log.warning(
+                "gateway %s: firmware changed to %s; discovering its endpoints again",
+                info.serial,
+                info.firmware,
+            )
+        auth = None
+        if info.needs_token:
+            auth = GatewayAuth(
+                engine=engine,
+                gateway_id=record.id,
+                serial=info.serial,
+                settings=gateway,
+                client=client,
+                cloud=cloud,
+                clock=clock,
+            )
+            auth.prepare()
+        answers, discovery = _read(client, auth, info, record.discovery, run, now)
+        snapshot = build_snapshot(info, ct_configs(discovery), answers, now)
+        if not (snapshot.meters or snapshot.inverters or snapshot.batteries) and run.endpoint_errors:
+            raise GatewayError(f"gateway {info.serial} answered errors only: {run.endpoint_errors[0]}")
+        with engine.begin() as conn:
+            run.rows_added = repository.save_snapshot(conn, record.id, snapshot)
+            repository.save_discovery(conn, record.id, discovery)
+            if auth is not None and auth.session_used:
+                repository.touch_session(conn, record.id, clock())
+        run.outcome = "partial" if run.endpoint_errors else "ok"
+    except EnvoylogError as exc:
+        run.outcome, run.error = "failed", exc
+    except SQLAlchemyError as exc:
+        run.outcome, run.error = (
+            "failed",
+            DatabaseError(f"cannot store the readings: {describe_db_error(exc)}"),
+        )
+    finally:
+        if client is not None:
+            client.close()
+    run.requests = client.requests_made if client is not None else run.requests
+    run.cloud_requests = cloud.requests_made
+    _finish(engine, run_id, gateway_id, run, clock())
+    return run
+
+
+def _finish(engine: Engine, run_id: int, gateway_id: int | None, run: GatewayRun, now: datetime) -> None:
+    try:
+        with engine.begin() as conn:
+            repository.finish_run(
+                conn,
+                run_id,
+                gateway_id=gateway_id,
+                now=now,
+                outcome=run.outcome,
+                requests=run.requests,
+                cloud_requests=run.cloud_requests,
+                rows_added=sum(run.rows_added.values()),
+                error=str(run.error) if run.error else "; ".join(run.endpoint_errors) or None,
+            )
+    except SQLAlchemyError as exc:
+        if run.error is None:
+            run.outcome, run.error = (
+                "failed",
+                DatabaseError(f"cannot write the run log: {describe_db_error(exc)}"),
+            )
+
+
+def connect(gateway: GatewaySettings, deadline: float) -> tuple[GatewayClient, readings.GatewayInfo]:
+    """Find the gateway (HTTPS, then HTTP for a bare host) and read /info; check the serial if one is set."""
+    failures: list[str] = []
+    requests_before = 0
+    for base_url in gateway.base_urls:
+        client = GatewayClient(base_url, deadline=deadline, fingerprint=gateway.fingerprint)
+        client.requests_made = requests_before
+        try:
+            answer = client.get("/info")
+        except GatewayUnreachable as exc:
+            failures.append(str(exc))
+            requests_before = client.requests_made
+            client.close()
+            continue
+        if answer.status != 200:
+            client.close()
+            failures.append(f"{base_url}/info answered HTTP {answer.status}")
+            requests_before = client.requests_made
+            continue
+        info = readings.parse_info(answer.body)
+        if info.firmware_version < MIN_FIRMWARE:
+            client.close()
+            raise UnsupportedGateway(
+                f"gateway {info.serial} runs firmware {info.firmware}, which serves only HTML pages: "
+                "envoylog needs firmware 3.9 or later"
+            )
+        if gateway.serial and gateway.serial != info.serial:
+            client.close()
+            raise ConfigError(
+                f"gateway {gateway.name} at {base_url} has serial {info.serial}, "
+                f"not the configured {gateway.serial}"
+            )
+        return client, info
+    raise GatewayUnreachable("; ".join(failures))
+
+
+def _read(
+    client: GatewayClient,
+    auth: GatewayAuth | None,
+    info: readings.GatewayInfo,
+    known: dict[str, Any],
+    run: GatewayRun,
+    now: datetime,
+) -> tuple[Answers, dict[str, Any]]:
+    """Request the planned endpoints one at a time; collect the parsed answers and what discovery learned."""
+    plan = plan_run(info, known, now)
+    discovery: dict[str, Any] = dict(known) if not plan.discovering else {"polled_at": {}}
+    discovery.setdefault("polled_at", {})
+    absent: set[str] = set(discovery.get("absent", []))
+    answers = Answers()
+    complete = True
+    paths = list(plan.paths)
+    for path in paths:
+        try:
+            answer = _get(client, auth, info, path)
+        except GatewayUnreachable as exc:
+            run.endpoint_errors.append(f"{path}: {exc}")
+            complete = False
+            if client.remaining() <= 0:
+                break
+            continue
+        if answer.status == 404:
+            absent.add(path)
+            if path == DEVICE_DATA and INVERTERS not in paths:
+                paths.append(INVERTERS)  # older firmware: the inverters' own endpoint instead
+            continue
+        if answer.status != 200:
+            run.endpoint_errors.append(f"{path}: HTTP {answer.status}")
+            complete = False
+            continue
+        try:
+            _parse_into(answers, path, answer, now)
+        except readings.ParseError as exc:
+            run.endpoint_errors.append(f"{path}: {exc}")
+            complete = False
+            continue
+        if path in (DEVICE_DATA, INVERTERS, ENSEMBLE_INVENTORY, ENSEMBLE_POWER):
+            discovery["polled_at"][path] = now.isoformat()
+    discovery["absent"] = sorted(absent)
+    if answers.meters is not None:
+        discovery["meters"] = [asdict(m) for m in answers.meters]
+    if answers.inventory is not None:
+        discovery["batteries"] = bool(answers.inventory.batteries)
+    if plan.discovering:
+        # Discovery counts as done only when every endpoint answered (or said it does not exist).
+        discovery["firmware"] = info.firmware if complete else None
+    return answers, discovery
+
+
+def _get(client: GatewayClient, auth: GatewayAuth | None, info: readings.GatewayInfo, path: str) -> Answer:
+    if auth is not None:
+        return auth.get(path)
+    if path == INVERTERS:
+        # Firmware before 7 guards the inverters behind Digest auth: user envoy, the serial's last six digits.
+        return client.get(path, auth=HTTPDigestAuth("envoy", info.serial[-6:]))
+    return client.get(path)
+
+
+def _parse_into(answers: Answers, path: str, answer: Answer, now: datetime) -> None:
+    data = readings.decode_json(answer.body, path)
+    if path == PRODUCTION_JSON:
+        answers.production_json = readings.parse_production_json(data, now)
+    elif path == API_V1_PRODUCTION:
+        answers.api_v1 = readings.parse_api_v1_production(data)
+    elif path == METERS:
+        answers.meters = readings.parse_meters(data)
+    elif path == METER_READINGS:
+        answers.meter_readings = readings.parse_meter_readings(data, now)
+    elif path == INVERTERS:
+        answers.inverters = readings.parse_inverters(data, now)
+    elif path == DEVICE_DATA:
+        answers.device_data = readings.parse_device_data(data, now)
+    elif path == ENSEMBLE_INVENTORY:
+        answers.inventory = readings.parse_ensemble_inventory(data, now)
+    elif path == ENSEMBLE_POWER:
+        answers.battery_watts = readings.parse_ensemble_power(data)
+
+
+class RunsFailed(EnvoylogError):
+    """One or more gateways failed; the exit code is the worst of theirs."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self._status = status
+
+    @property
+    def status(self) -> int:
+        """The worst exit code of the failed gateways."""
+        return self._status
+
+
+def raise_for_runs(runs: list[GatewayRun]) -> None:
+    """Raise one error that names every failed gateway and carries the worst exit code."""
+    failed = [run for run in runs if run.error is not None]
+    if not failed:
+        return
+    if len(runs) == 1:
+        raise failed[0].error  # type: ignore[misc]
+    message = "; ".join(f"gateway {run.name}: {run.error}" for run in failed)
+    raise RunsFailed(message, max(run.error.status for run in failed if run.error is not None))

@@ -1,0 +1,42 @@
+"""`collect --every N`: poll until SIGTERM or SIGINT, finishing the cycle under way."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from envoylog.collect import collect_all, raise_for_runs
+from envoylog.config import Settings
+from envoylog.errors import ConfigError, EnvoylogError
+
+log = logging.getLogger(__name__)
+
+
+def collect_every(
+    settings: Settings, *, every_s: float, deadline_s: float, warn: Callable[[str], None]
+) -> None:
+    """Collect every `every_s` seconds; errors are reported and polling goes on; a signal stops it cleanly."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping after the current cycle", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                raise_for_runs(collect_all(settings, deadline_s=min(deadline_s, every_s)))
+            except ConfigError:
+                raise  # nothing will change by trying again
+            except EnvoylogError as exc:
+                warn(f"envoylog: error: {exc}")
+            stop.wait(max(0.0, every_s - (time.monotonic() - started)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,457 @@
+"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from envoylog.db.models import (
+    AuthRecord,
+    BatterySample,
+    Gateway,
+    InverterSample,
+    MeterSample,
+    Run,
+    Series,
+)
+from envoylog.gateway.tokens import TokenInfo
+from envoylog.readings import BatteryReading, GatewayInfo, InverterReading, MeterReading
+
+CLOUD_BACKOFF_FIRST = timedelta(hours=1)
+CLOUD_BACKOFF_MAX = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class GatewayRecord:
+    """A stored gateway and what discovery knows of it."""
+
+    id: int
+    serial: str
+    name: str
+    firmware: str | None
+    discovery: dict[str, Any]
+    firmware_changed: bool = False  # the firmware differs from the one stored before this run
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """The token row of a gateway (its secret may be absent when only a cloud back-off is recorded)."""
+
+    secret: str | None
+    source: str | None
+    enphase_user: str | None
+    issued_at: datetime | None
+    expires_at: datetime | None
+    cloud_failures: int
+    cloud_retry_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A gateway session cookie and when it was last used."""
+
+    secret: str
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one run read from a gateway, ready to store."""
+
+    meters: Sequence[MeterReading] = ()
+    inverters: Sequence[InverterReading] = ()
+    batteries: Sequence[BatteryReading] = ()
+
+
+def _table(model: Any) -> Table:
+    """The Core table of a declarative model."""
+    return cast(Table, model.__table__)
+
+
+# --- gateways ---
+
+
+def save_gateway(conn: Connection, info: GatewayInfo, name: str, now: datetime) -> GatewayRecord:
+    """Insert or update the gateway `info` describes; tell whether its firmware changed."""
+    row = conn.execute(select(Gateway).where(Gateway.serial == info.serial)).one_or_none()
+    if row is None:
+        _insert_ignore(
+            conn,
+            _table(Gateway),
+            [
+                {
+                    "serial": info.serial,
+                    "name": name,
+                    "firmware": info.firmware,
+                    "part_number": info.part_number,
+                    "metered": info.metered,
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                }
+            ],
+            ["serial"],
+        )
+        row = conn.execute(select(Gateway).where(Gateway.serial == info.serial)).one()
+        return GatewayRecord(row.id, row.serial, row.name, row.firmware, {})
+    changed = row.firmware is not None and row.firmware != info.firmware
+    conn.execute(
+        update(Gateway)
+        .where(Gateway.id == row.id)
+        .values(
+            name=name,
+            firmware=info.firmware,
+            part_number=info.part_number,
+            metered=info.metered,
+            last_seen_at=now,
+        )
+    )
+    discovery = json.loads(row.discovery) if row.discovery else {}
+    return GatewayRecord(row.id, row.serial, name, info.firmware, discovery, firmware_changed=changed)
+
+
+def ensure_gateway(conn: Connection, serial: str, name: str, now: datetime) -> int:
+    """The id of the gateway `serial`, added without details when it is new (for `auth set-token`)."""
+    _insert_ignore(
+        conn,
+        _table(Gateway),
+        [{"serial": serial, "name": name, "first_seen_at": now, "last_seen_at": now}],
+        ["serial"],
+    )
+    return int(conn.execute(select(Gateway.id).where(Gateway.serial == serial)).scalar_one())
+
+
+def find_gateway(conn: Connection, *, name: str | None = None, serial: str | None = None) -> Row[Any] | None:
+    """The stored gateway with this serial, else the latest seen with this configured name."""
+    if serial:
+        found = conn.execute(select(Gateway).where(Gateway.serial == serial)).one_or_none()
+        if found is not None:
+            return found
+    if name:
+        query = select(Gateway).where(Gateway.name == name).order_by(Gateway.last_seen_at.desc()).limit(1)
+        return conn.execute(query).one_or_none()
+    return None
+
+
+def list_gateways(conn: Connection) -> list[Row[Any]]:
+    """Every stored gateway, by name then serial."""
+    return list(conn.execute(select(Gateway).order_by(Gateway.name, Gateway.serial)))
+
+
+def save_discovery(conn: Connection, gateway_id: int, discovery: dict[str, Any]) -> None:
+    """Store what discovery found (as JSON)."""
+    conn.execute(
+        update(Gateway)
+        .where(Gateway.id == gateway_id)
+        .values(discovery=json.dumps(discovery, sort_keys=True))
+    )
+
+
+# --- auth ---
+
+
+def load_token(conn: Connection, gateway_id: int) -> StoredToken | None:
+    """The stored token row of a gateway."""
+    row = _auth_row(conn, gateway_id, "token")
+    if row is None:
+        return None
+    return StoredToken(
+        row.secret,
+        row.source,
+        row.enphase_user,
+        row.issued_at,
+        row.expires_at,
+        row.cloud_failures,
+        row.cloud_retry_at,
+    )
+
+
+def load_session(conn: Connection, gateway_id: int) -> StoredSession | None:
+    """The stored session cookie of a gateway."""
+    row = _auth_row(conn, gateway_id, "session")
+    if row is None or not row.secret:
+        return None
+    return StoredSession(row.secret, row.last_used_at)
+
+
+def save_token(conn: Connection, gateway_id: int, token: TokenInfo, source: str, now: datetime) -> None:
+    """Store a token (replacing any other) and clear the cloud back-off."""
+    _upsert_auth(
+        conn,
+        gateway_id,
+        "token",
+        secret=token.token,
+        source=source,
+        enphase_user=token.enphase_user,
+        issued_at=token.issued_at,
+        expires_at=token.expires_at,
+        last_used_at=None,
+        updated_at=now,
+        cloud_failures=0,
+        cloud_retry_at=None,
+    )
+
+
+def record_cloud_failure(conn: Connection, gateway_id: int, now: datetime) -> datetime:
+    """Count a failed cloud attempt and return when the next one may be made (1 h, doubling to 12 h)."""
+    stored = load_token(conn, gateway_id)
+    failures = (stored.cloud_failures if stored else 0) + 1
+    wait = min(CLOUD_BACKOFF_FIRST * (1 << min(failures - 1, 8)), CLOUD_BACKOFF_MAX)
+    retry_at = now + wait
+    if stored is None:
+        _upsert_auth(
+            conn, gateway_id, "token", updated_at=now, cloud_failures=failures, cloud_retry_at=retry_at
+        )
+    else:
+        conn.execute(
+            update(AuthRecord)
+            .where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == "token")
+            .values(cloud_failures=failures, cloud_retry_at=retry_at, updated_at=now)
+        )
+    return retry_at
+
+
+def save_session(conn: Connection, gateway_id: int, session_id: str, now: datetime) -> None:
+    """Store a new session cookie, used just now."""
+    _upsert_auth(conn, gateway_id, "session", secret=session_id, last_used_at=now, updated_at=now)
+
+
+def touch_session(conn: Connection, gateway_id: int, now: datetime) -> None:
+    """Record that the stored session was used successfully at `now`."""
+    conn.execute(
+        update(AuthRecord)
+        .where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == "session")
+        .values(last_used_at=now, updated_at=now)
+    )
+
+
+def delete_auth(conn: Connection, gateway_id: int, kinds: Iterable[str] = ("token", "session")) -> int:
+    """Forget a gateway's token and/or session; return how many were deleted."""
+    result = conn.execute(
+        delete(AuthRecord).where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind.in_(list(kinds)))
+    )
+    return int(result.rowcount or 0)
+
+
+def _auth_row(conn: Connection, gateway_id: int, kind: str) -> Row[Any] | None:
+    query = select(AuthRecord).where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == kind)
+    return conn.execute(query).one_or_none()
+
+
+def _upsert_auth(conn: Connection, gateway_id: int, kind: str, **values: Any) -> None:
+    table = _table(AuthRecord)
+    insert = _insert(conn)(table).values(gateway_id=gateway_id, kind=kind, **values)
+    conn.execute(insert.on_conflict_do_update(index_elements=["gateway_id", "kind"], set_=values))
+
+
+# --- readings ---
+
+_METER_VALUES = tuple(f.name for f in fields(MeterReading) if f.name not in ("kind", "phase", "read_at"))
+_INVERTER_VALUES = tuple(f.name for f in fields(InverterReading) if f.name not in ("serial", "reported_at"))
+_BATTERY_VALUES = ("soc_percent", "watts", "wh_available")
+
+
+def save_snapshot(conn: Connection, gateway_id: int, snapshot: Snapshot) -> dict[str, int]:
+    """Append the readings that differ from the latest stored row of their series; rows added per kind."""
+    meters = {(m.kind, m.phase, ""): m for m in snapshot.meters}
+    inverters = {("inverter", 0, i.serial): i for i in snapshot.inverters}
+    batteries = {("battery", 0, b.serial or "acb"): b for b in snapshot.batteries}
+    series_ids = _series_ids(conn, gateway_id, [*meters, *inverters, *batteries])
+    kind_of = {sid: key[0] for key, sid in series_ids.items()}
+    plans: list[tuple[Any, dict[tuple[str, int, str], Any], str, Sequence[str]]] = [
+        (MeterSample, meters, "read_at", _METER_VALUES),
+        (InverterSample, inverters, "reported_at", _INVERTER_VALUES),
+        (BatterySample, batteries, "read_at", _BATTERY_VALUES),
+    ]
+    added: dict[str, int] = {}
+    for model, readings, time_name, value_names in plans:
+        table = _table(model)
+        latest = _latest_values(conn, table, time_name, [series_ids[k] for k in readings], value_names)
+        rows = []
+        for key, reading in readings.items():
+            sid = series_ids[key]
+            at = getattr(reading, time_name)
+            values = {name: getattr(reading, name) for name in value_names}
+            if _is_new(latest.get(sid), at, values):
+                rows.append({"series_id": sid, time_name: at, **values})
+        for sid in _insert_ignore(conn, table, rows, ["series_id", time_name]):
+            added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
+    return added
+
+
+def _is_new(latest: tuple[datetime, dict[str, Any]] | None, at: datetime, values: dict[str, Any]) -> bool:
+    if latest is None:
+        return True
+    latest_at, latest_values = latest
+    return at > latest_at and values != latest_values
+
+
+def _series_ids(
+    conn: Connection, gateway_id: int, keys: list[tuple[str, int, str]]
+) -> dict[tuple[str, int, str], int]:
+    if not keys:
+        return {}
+    table = _table(Series)
+    rows = [{"gateway_id": gateway_id, "kind": k, "phase": p, "device": d} for k, p, d in keys]
+    _insert_ignore(conn, table, rows, ["gateway_id", "kind", "phase", "device"])
+    found = conn.execute(
+        select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+    )
+    return {(kind, phase, device): sid for sid, kind, phase, device in found}
+
+
+def _latest_values(
+    conn: Connection, table: Table, time_column: str, series_ids: list[int], names: Sequence[str]
+) -> dict[int, tuple[datetime, dict[str, Any]]]:
+    """The newest row of each series (one index lookup per series, also on SQLite)."""
+    if not series_ids:
+        return {}
+    inner = table.alias("newest")
+    newest = (
+        select(func.max(inner.c[time_column])).where(inner.c.series_id == table.c.series_id).scalar_subquery()
+    )
+    query = select(table).where(and_(table.c.series_id.in_(series_ids), table.c[time_column] == newest))
+    result = {}
+    for row in conn.execute(query).mappings():
+        result[row["series_id"]] = (row[time_column], {name: row[name] for name in names})
+    return result
+
+
+def _insert_ignore(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], unique: list[str]
+) -> list[Any]:
+    """Insert rows, skipping those whose unique key exists (so racing writers never duplicate).
+
+    Returns the first unique column of each row inserted.
+    """
+    if not rows:
+        return []
+    insert = _insert(conn)(table).values(rows).on_conflict_do_nothing(index_elements=unique)
+    return [value for (value,) in conn.execute(insert.returning(table.c[unique[0]]))]
+
+
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+# --- runs ---
+
+
+def start_run(conn: Connection, gateway_name: str, now: datetime) -> int:
+    """Record that a run of this gateway started; it stays "running" if the process dies."""
+    table = _table(Run)
+    result = conn.execute(
+        table.insert()
+        .values(gateway_name=gateway_name, started_at=now, outcome="running")
+        .returning(table.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def finish_run(
+    conn: Connection,
+    run_id: int,
+    *,
+    gateway_id: int | None,
+    now: datetime,
+    outcome: str,
+    requests: int,
+    cloud_requests: int,
+    rows_added: int,
+    error: str | None,
+) -> None:
+    """Record how a run ended."""
+    conn.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            gateway_id=gateway_id,
+            finished_at=now,
+            outcome=outcome,
+            requests=requests,
+            cloud_requests=cloud_requests,
+            rows_added=rows_added,
+            error=error,
+        )
+    )
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A dataclass as a plain dict (for JSON output)."""
+    return asdict(value)
+
+
+# --- what is stored ---
+
+
+@dataclass(frozen=True)
+class LatestRow:
+    """The newest stored reading of one series."""
+
+    kind: str
+    phase: int
+    device: str
+    at: datetime
+    values: dict[str, Any]
+
+
+def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
+    """The newest row of every series of a gateway."""
+    series = {
+        sid: (kind, phase, device)
+        for sid, kind, phase, device in conn.execute(
+            select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+        )
+    }
+    rows: list[LatestRow] = []
+    for model, time_name, names in (
+        (MeterSample, "read_at", _METER_VALUES),
+        (InverterSample, "reported_at", _INVERTER_VALUES),
+        (BatterySample, "read_at", _BATTERY_VALUES),
+    ):
+        table = _table(model)
+        for sid, (at, values) in _latest_values(conn, table, time_name, list(series), names).items():
+            kind, phase, device = series[sid]
+            rows.append(LatestRow(kind, phase, device, at, values))
+    return rows
+
+
+def last_runs(conn: Connection, gateway_id: int) -> dict[str, Row[Any] | None]:
+    """The gateway's newest run, newest successful run and newest run with an error."""
+    # Times are stored to the second: the id orders runs that started within the same one.
+    base = (
+        select(Run)
+        .where(Run.gateway_id == gateway_id)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+        .limit(1)
+    )
+    return {
+        "last": conn.execute(base).one_or_none(),
+        "success": conn.execute(base.where(Run.outcome.in_(("ok", "partial")))).one_or_none(),
+        "error": conn.execute(base.where(Run.error.is_not(None))).one_or_none(),
+    }
+
+
+def count_rows(conn: Connection, gateway_id: int) -> dict[str, int]:
+    """Stored reading rows of a gateway, per table."""
+    counts = {}
+    for name, model in (("meter", MeterSample), ("inverter", InverterSample), ("battery", BatterySample)):
+        table = _table(model)
+        query = (
+            select(func.count())
+            .select_from(table.join(_table(Series), table.c.series_id == Series.id))
+            .where(Series.gateway_id == gateway_id)
+        )
+        counts[name] = int(conn.execute(query).scalar_one())
+    return counts
+
+
+def find_gateway_by_id(conn: Connection, gateway_id: int) -> Row[Any]:
+    """The stored gateway with this id."""
+    return conn.execute(select(Gateway).where(Gateway.id == gateway_id)).one()

@@ -1,0 +1,1 @@
+"""Talking to the gateway and the Enphase cloud."""

@@ -1,0 +1,179 @@
+"""The token lifecycle (SPEC section 4): stored token, else configured, else from the cloud; a reused session.
+
+Every change (a new token, a new session, a cloud failure) is committed at once in its own transaction, so a
+run that fails later still leaves what it learned for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from envoylog.config import GatewaySettings
+from envoylog.db import repository
+from envoylog.errors import AuthError
+from envoylog.gateway.client import Answer, GatewayClient
+from envoylog.gateway.cloud import CloudClient
+from envoylog.gateway.tokens import TokenInfo, decode_token
+
+log = logging.getLogger(__name__)
+
+# The gateway drops a session unused for 10 minutes; a little less, so a run never sends a dead cookie.
+SESSION_IDLE_LIMIT = timedelta(minutes=9, seconds=30)
+
+CREDENTIALS_HINT = (
+    "set ENVOYLOG_USERNAME and ENVOYLOG_PASSWORD (or username/password in the config file), "
+    "or store a token with `envoylog auth set-token`"
+)
+
+
+class GatewayAuth:
+    """Authorized requests to one gateway of firmware 7 or later."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        gateway_id: int,
+        serial: str,
+        settings: GatewaySettings,
+        client: GatewayClient,
+        cloud: CloudClient,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.engine = engine
+        self.gateway_id = gateway_id
+        self.serial = serial
+        self.settings = settings
+        self.client = client
+        self.cloud = cloud
+        self.clock = clock
+        self.token: TokenInfo | None = None
+        self.session_id: str | None = None
+        self.session_used = False
+        self._recovered = False
+
+    # --- before the first request ---
+
+    def prepare(self) -> None:
+        """Pick the token and session to start with; renew a token that is close to its expiry."""
+        now = self.clock()
+        with self.engine.connect() as conn:
+            stored = repository.load_token(conn, self.gateway_id)
+            session = repository.load_session(conn, self.gateway_id)
+        self.token = self._usable(stored.secret if stored else None, now)
+        if self.token is None and self.settings.token:
+            configured = decode_token(self.settings.token)
+            if not configured.expired(now):
+                self._store(configured, "config")
+        if self.token is None:
+            self._from_cloud(reason="no usable token is stored")
+        elif self.token.due_for_renewal(now) and self._has_credentials():
+            try:
+                self._from_cloud(reason="the token expires soon")
+            except AuthError as exc:
+                log.warning("could not renew the token early (the current one still works): %s", exc)
+        if session is not None and session.last_used_at and now - session.last_used_at < SESSION_IDLE_LIMIT:
+            self.session_id = session.secret
+
+    def _usable(self, secret: str | None, now: datetime) -> TokenInfo | None:
+        if not secret:
+            return None
+        try:
+            token = decode_token(secret)
+        except Exception:  # a stored token that no longer decodes is as good as none
+            return None
+        return None if token.expired(now) else token
+
+    # --- requests ---
+
+    def get(self, path: str) -> Answer:
+        """GET a data endpoint with the session; on 401/403 re-authenticate once per run and retry once."""
+        if self.session_id is None:
+            self._recovered = True  # a fresh check_jwt now is this run's one recovery
+            self._open_session()
+        answer = self.client.get(path, cookies={"sessionId": self.session_id or ""})
+        if answer.status in (401, 403) and not self._recovered:
+            self._recovered = True
+            log.info("%s answered %s: opening a new session", path, answer.status)
+            self._open_session()
+            answer = self.client.get(path, cookies={"sessionId": self.session_id or ""})
+        if answer.status == 200:
+            self.session_used = True
+        return answer
+
+    def _open_session(self) -> None:
+        """check_jwt with the token; a refused token is replaced from the cloud once."""
+        if self.token is not None and self._check_jwt(self.token):
+            return
+        if not self._has_credentials():
+            raise AuthError(f"gateway {self.serial} refuses the token: {CREDENTIALS_HINT}")
+        self._from_cloud(reason="the gateway refused the token")
+        assert self.token is not None
+        if not self._check_jwt(self.token):
+            raise AuthError(f"gateway {self.serial} refuses even a new token from the Enphase cloud")
+
+    def _check_jwt(self, token: TokenInfo) -> bool:
+        answer = self.client.get("/auth/check_jwt", headers={"Authorization": f"Bearer {token.token}"})
+        session_id = answer.cookies.get("sessionId")
+        if answer.status != 200 or not session_id:
+            log.info("check_jwt refused the token (HTTP %s)", answer.status)
+            return False
+        self.session_id = session_id
+        with self.engine.begin() as conn:
+            repository.save_session(conn, self.gateway_id, session_id, self.clock())
+        log.info("new gateway session")
+        return True
+
+    # --- the cloud ---
+
+    def _has_credentials(self) -> bool:
+        return bool(self.settings.username and self.settings.password)
+
+    def _from_cloud(self, *, reason: str) -> None:
+        if not self._has_credentials():
+            raise AuthError(f"{reason} for gateway {self.serial}: {CREDENTIALS_HINT}")
+        now = self.clock()
+        with self.engine.connect() as conn:
+            stored = repository.load_token(conn, self.gateway_id)
+        if stored and stored.cloud_retry_at and now < stored.cloud_retry_at:
+            when = stored.cloud_retry_at.strftime("%Y-%m-%d %H:%M UTC")
+            raise AuthError(
+                f"{reason}, and the last Enphase cloud login failed: next attempt after {when} "
+                "(`envoylog auth login` tries now)"
+            )
+        token = fetch_and_store_token(
+            self.engine, self.gateway_id, self.serial, self.settings, self.cloud, now
+        )
+        self.token = token
+
+    def _store(self, token: TokenInfo, source: str) -> None:
+        with self.engine.begin() as conn:
+            repository.save_token(conn, self.gateway_id, token, source, self.clock())
+        self.token = token
+
+
+def fetch_and_store_token(
+    engine: Engine,
+    gateway_id: int,
+    serial: str,
+    settings: GatewaySettings,
+    cloud: CloudClient,
+    now: datetime,
+) -> TokenInfo:
+    """Get a token from the cloud and store it; a failure is recorded for the back-off and re-raised."""
+    assert settings.username and settings.password
+    try:
+        token = cloud.fetch_token(username=settings.username, password=settings.password, serial=serial)
+    except AuthError:
+        with engine.begin() as conn:
+            repository.record_cloud_failure(conn, gateway_id, now)
+        raise
+    if token.serial and token.serial != serial:
+        raise AuthError(f"the Enphase cloud issued a token for gateway {token.serial}, not {serial}")
+    with engine.begin() as conn:
+        repository.save_token(conn, gateway_id, token, "cloud", now)
+    return token

@@ -1,0 +1,509 @@
+"""Pure parsers: the gateway's JSON and XML in, frozen dataclasses out. No I/O, no database.
+
+The gateway's camelCase keys appear only here. Every parser raises `ParseError` (and nothing else) on input
+it cannot use, and never yields a NaN, an infinity or a negative lifetime counter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from envoylog.errors import GatewayError
+
+# A gateway timestamp further ahead of the collector's clock than this is not believed (SPEC section 5).
+MAX_CLOCK_LEAD = timedelta(hours=1)
+WH_PER_JOULE = 1 / 3600
+
+
+class ParseError(GatewayError):
+    """The gateway answered something that is not the document expected."""
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    """What /info says about the gateway."""
+
+    serial: str
+    firmware: str  # without the leading letter, e.g. "8.2.4345"
+    part_number: str | None
+    metered: bool
+    web_tokens: bool | None
+
+    @property
+    def firmware_version(self) -> tuple[int, ...]:
+        """The firmware as numbers, for comparisons such as >= (7,)."""
+        return firmware_tuple(self.firmware)
+
+    @property
+    def needs_token(self) -> bool:
+        """Firmware 7 and later want a JWT."""
+        return self.firmware_version >= (7,) or bool(self.web_tokens)
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """A site-level channel (production, consumption or net consumption), in total or for one phase."""
+
+    kind: str  # "production" | "consumption" | "net_consumption"
+    phase: int  # 0: all phases; 1..3: L1..L3
+    source: str  # "eim" | "meters" | "api_v1" | "inverters"
+    read_at: datetime
+    watts: float
+    wh_lifetime: float | None  # net consumption: imported minus exported, can be negative
+    wh_imported_lifetime: float | None = None  # a CT's delivered energy (from the grid, for a net CT)
+    wh_exported_lifetime: float | None = None  # a CT's received energy (to the grid, for a net CT)
+    volts: float | None = None
+    amps: float | None = None
+    hz: float | None = None
+    power_factor: float | None = None
+
+
+@dataclass(frozen=True)
+class InverterReading:
+    """One micro-inverter's latest report."""
+
+    serial: str
+    reported_at: datetime
+    watts: float
+    max_watts: float | None
+    joules_lifetime: float | None = None  # /ivp/pdm/device_data only
+    ac_volts: float | None = None
+    ac_amps: float | None = None
+    dc_volts: float | None = None
+    dc_amps: float | None = None
+    hz: float | None = None
+    temperature_c: float | None = None
+
+
+@dataclass(frozen=True)
+class BatteryReading:
+    """A battery's state: an Encharge / IQ Battery by serial, or the AC Battery installation in aggregate."""
+
+    serial: str | None  # None for the acb aggregate
+    kind: str  # "encharge" | "acb"
+    read_at: datetime
+    soc_percent: float | None
+    watts: float | None  # positive: discharging into the house
+    wh_available: float | None = None
+
+
+@dataclass(frozen=True)
+class EimEntry:
+    """An `eim` entry of /production.json: what one CT measures, if `active_count` says a CT is there."""
+
+    measurement_type: str
+    active_count: int
+    read_at: datetime
+    watts: float
+    wh_lifetime: float | None
+    wh_today: float | None
+    volts: float | None  # the sum over phases, as the gateway reports it
+    amps: float | None
+    power_factor: float | None
+    lines: tuple[EimEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class InvertersEntry:
+    """The `inverters` entry of /production.json: the sum of the inverters' reports."""
+
+    active_count: int
+    read_at: datetime | None  # None at night, when the gateway says readingTime 0
+    watts: float
+    wh_lifetime: float | None
+
+
+@dataclass(frozen=True)
+class ProductionJson:
+    """/production.json, its entries by type."""
+
+    inverters: InvertersEntry | None
+    production_eim: EimEntry | None
+    consumption_eims: tuple[EimEntry, ...]
+    acb: BatteryReading | None
+
+
+@dataclass(frozen=True)
+class ApiV1Production:
+    """/api/v1/production."""
+
+    watts: float
+    wh_today: float | None
+    wh_lifetime: float | None
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    """One CT from /ivp/meters."""
+
+    eid: int
+    enabled: bool
+    measurement_type: str
+    phase_count: int
+
+
+@dataclass(frozen=True)
+class CtReading:
+    """One CT's reading from /ivp/meters/readings, with its phases in `channels`."""
+
+    eid: int | None
+    read_at: datetime
+    watts: float
+    wh_delivered_lifetime: float | None
+    wh_received_lifetime: float | None
+    volts: float | None
+    amps: float | None
+    hz: float | None
+    power_factor: float | None
+    channels: tuple[CtReading, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """/ivp/pdm/device_data: per-inverter detail for at most `limit` devices."""
+
+    inverters: tuple[InverterReading, ...]
+    device_count: int | None
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class EnsembleInventory:
+    """ENCHARGE devices of /ivp/ensemble/inventory."""
+
+    batteries: tuple[BatteryReading, ...] = field(default=())
+
+
+# --- decoding ---
+
+
+def decode_json(body: bytes | str, what: str) -> Any:
+    """JSON from a response body; a ParseError names the endpoint."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError(f"{what} answered something that is not JSON") from None
+
+
+def parse_info(body: bytes | str) -> GatewayInfo:
+    """Parse /info; HTML (firmware before 3.9) and broken XML are refused."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if "<envoy_info" not in text:
+        raise ParseError(
+            "/info is not the gateway's XML document: firmware that serves only HTML is unsupported"
+        )
+    try:
+        root = ET.fromstring(text)  # noqa: S314 - small document from the local gateway
+    except ET.ParseError:
+        raise ParseError("/info is malformed XML") from None
+    device = root.find("device")
+    if device is None:
+        raise ParseError("/info has no <device> element")
+    serial = (device.findtext("sn") or "").strip()
+    software = (device.findtext("software") or "").strip()
+    if not serial or not software:
+        raise ParseError("/info lacks the serial number or the firmware version")
+    firmware = software[1:] if software[0].isalpha() else software
+    if not firmware or not firmware[0].isdigit():
+        raise ParseError(f"/info has an unreadable firmware version {software[:20]!r}")
+    tokens_text = (root.findtext("web-tokens") or "").strip().lower()
+    return GatewayInfo(
+        serial=serial,
+        firmware=firmware,
+        part_number=(device.findtext("pn") or "").strip() or None,
+        metered=(device.findtext("imeter") or "").strip().lower() == "true",
+        web_tokens={"true": True, "false": False}.get(tokens_text),
+    )
+
+
+def firmware_tuple(firmware: str) -> tuple[int, ...]:
+    """ "8.2.4345" -> (8, 2, 4345); trailing text after a number is ignored."""
+    numbers = []
+    for part in firmware.split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+def parse_production_json(data: Any, now: datetime) -> ProductionJson:
+    """Parse /production.json (with or without details=1)."""
+    root = _mapping(data, "/production.json")
+    inverters = None
+    production_eim = None
+    for entry in _entries(root, "production"):
+        kind = entry.get("type")
+        if kind == "inverters":
+            reading_time = _timestamp(entry.get("readingTime"), now)
+            inverters = InvertersEntry(
+                active_count=_int(entry.get("activeCount"), 0),
+                read_at=reading_time,
+                watts=_float(entry.get("wNow")) or 0.0,
+                wh_lifetime=_counter(entry.get("whLifetime")),
+            )
+        elif kind == "eim" and entry.get("measurementType", "production") == "production":
+            production_eim = _eim(entry, now)
+    consumption = tuple(_eim(e, now) for e in _entries(root, "consumption") if e.get("type") == "eim")
+    acb = None
+    for entry in _entries(root, "storage"):
+        if entry.get("type") == "acb" and _int(entry.get("activeCount"), 0) > 0:
+            acb = BatteryReading(
+                serial=None,
+                kind="acb",
+                read_at=_timestamp(entry.get("readingTime"), now) or now,
+                soc_percent=_percent(entry.get("percentFull")),
+                watts=_float(entry.get("wNow")),
+                wh_available=_counter(entry.get("whNow")),
+            )
+    return ProductionJson(inverters, production_eim, consumption, acb)
+
+
+def _eim(entry: Mapping[str, Any], now: datetime) -> EimEntry:
+    lines = entry.get("lines")
+    return EimEntry(
+        measurement_type=str(entry.get("measurementType", "production")),
+        active_count=_int(entry.get("activeCount"), 0),
+        read_at=_timestamp(entry.get("readingTime"), now) or now,
+        watts=_float(entry.get("wNow")) or 0.0,
+        wh_lifetime=_float(entry.get("whLifetime")),
+        wh_today=_counter(entry.get("whToday")),
+        volts=_float(entry.get("rmsVoltage")),
+        amps=_float(entry.get("rmsCurrent")),
+        power_factor=_float(entry.get("pwrFactor")),
+        lines=tuple(
+            _eim({**line, "measurementType": entry.get("measurementType"), "activeCount": 1}, now)
+            for line in (lines if isinstance(lines, list) else [])
+            if isinstance(line, dict)
+        ),
+    )
+
+
+def parse_api_v1_production(data: Any) -> ApiV1Production:
+    """Parse /api/v1/production."""
+    root = _mapping(data, "/api/v1/production")
+    watts = _float(root.get("wattsNow"))
+    if watts is None:
+        raise ParseError("/api/v1/production has no wattsNow")
+    return ApiV1Production(
+        watts=watts,
+        wh_today=_counter(root.get("wattHoursToday")),
+        wh_lifetime=_counter(root.get("wattHoursLifetime")),
+    )
+
+
+def parse_inverters(data: Any, now: datetime) -> tuple[InverterReading, ...]:
+    """Parse /api/v1/production/inverters; inverters that never reported are left out."""
+    if not isinstance(data, list):
+        raise ParseError("/api/v1/production/inverters is not a list")
+    readings = []
+    for item in data:
+        if not isinstance(item, dict) or not item.get("serialNumber"):
+            continue
+        reported_at = _timestamp(item.get("lastReportDate"), now)
+        watts = _float(item.get("lastReportWatts"))
+        if reported_at is None or watts is None:
+            continue
+        readings.append(
+            InverterReading(
+                serial=str(item["serialNumber"]),
+                reported_at=reported_at,
+                watts=watts,
+                max_watts=_float(item.get("maxReportWatts")),
+            )
+        )
+    return tuple(readings)
+
+
+def parse_meters(data: Any) -> tuple[MeterConfig, ...]:
+    """Parse /ivp/meters: the CTs and whether each is enabled."""
+    if not isinstance(data, list):
+        raise ParseError("/ivp/meters is not a list")
+    meters = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        eid = _int(item.get("eid"), None)
+        if eid is None:
+            continue
+        meters.append(
+            MeterConfig(
+                eid=eid,
+                enabled=item.get("state") == "enabled",
+                measurement_type=str(item.get("measurementType", "")),
+                phase_count=_int(item.get("phaseCount"), 1) or 1,
+            )
+        )
+    return tuple(meters)
+
+
+def parse_meter_readings(data: Any, now: datetime) -> tuple[CtReading, ...]:
+    """Parse /ivp/meters/readings: one reading per CT, matched to /ivp/meters by `eid` later."""
+    if not isinstance(data, list):
+        raise ParseError("/ivp/meters/readings is not a list")
+    return tuple(_ct(item, now) for item in data if isinstance(item, dict))
+
+
+def _ct(item: Mapping[str, Any], now: datetime) -> CtReading:
+    channels = item.get("channels")
+    return CtReading(
+        eid=_int(item.get("eid"), None),
+        read_at=_timestamp(item.get("timestamp"), now) or now,
+        watts=_float(item.get("activePower")) or 0.0,
+        wh_delivered_lifetime=_counter(item.get("actEnergyDlvd")),
+        wh_received_lifetime=_counter(item.get("actEnergyRcvd")),
+        volts=_float(item.get("voltage")),
+        amps=_float(item.get("current")),
+        hz=_float(item.get("freq")),
+        power_factor=_float(item.get("pwrFactor")),
+        channels=tuple(
+            _ct(c, now) for c in (channels if isinstance(channels, list) else []) if isinstance(c, dict)
+        ),
+    )
+
+
+def parse_device_data(data: Any, now: datetime) -> DeviceData:
+    """Parse /ivp/pdm/device_data: per-inverter detail and lifetime joules."""
+    root = _mapping(data, "/ivp/pdm/device_data")
+    inverters = []
+    for value in root.values():
+        if not isinstance(value, dict) or value.get("devName") != "pcu" or not value.get("sn"):
+            continue
+        channels = value.get("channels")
+        channel = _child(channels[0] if isinstance(channels, list) and channels else None)
+        last = _child(channel.get("lastReading"))
+        lifetime = _child(channel.get("lifetime"))
+        watts_block = _child(channel.get("watts"))
+        reported_at = _timestamp(last.get("endDate"), now)
+        watts = _float(watts_block.get("now"))
+        if reported_at is None or watts is None:
+            continue
+        inverters.append(
+            InverterReading(
+                serial=str(value["sn"]),
+                reported_at=reported_at,
+                watts=watts,
+                max_watts=_float(watts_block.get("max")),
+                joules_lifetime=_counter(lifetime.get("joulesProduced")),
+                ac_volts=_milli(last.get("acVoltageINmV")),
+                ac_amps=_milli(last.get("acCurrentInmA")),
+                dc_volts=_milli(last.get("dcVoltageINmV")),
+                dc_amps=_milli(last.get("dcCurrentINmA")),
+                hz=_milli(last.get("acFrequencyINmHz")),
+                temperature_c=_float(last.get("channelTemp")),
+            )
+        )
+    return DeviceData(
+        inverters=tuple(inverters),
+        device_count=_int(root.get("deviceCount"), None),
+        limit=_int(root.get("deviceDataLimit"), None),
+    )
+
+
+def parse_ensemble_inventory(data: Any, now: datetime) -> EnsembleInventory:
+    """Parse /ivp/ensemble/inventory: the Encharge / IQ Batteries and their state of charge."""
+    if not isinstance(data, list):
+        raise ParseError("/ivp/ensemble/inventory is not a list")
+    batteries = []
+    for group in data:
+        if not isinstance(group, dict) or group.get("type") != "ENCHARGE":
+            continue
+        devices = group.get("devices")
+        for device in devices if isinstance(devices, list) else []:
+            if not isinstance(device, dict) or not device.get("serial_num"):
+                continue
+            batteries.append(
+                BatteryReading(
+                    serial=str(device["serial_num"]),
+                    kind="encharge",
+                    read_at=_timestamp(device.get("last_rpt_date"), now) or now,
+                    soc_percent=_percent(device.get("percentFull")),
+                    watts=None,
+                )
+            )
+    return EnsembleInventory(tuple(batteries))
+
+
+def parse_ensemble_power(data: Any) -> dict[str, float]:
+    """Parse /ivp/ensemble/power: watts per battery serial (the gateway gives mW, positive discharging)."""
+    root = _mapping(data, "/ivp/ensemble/power")
+    # The key really is "devices:", colon included; accept the plain spelling should firmware fix it.
+    devices = root.get("devices:", root.get("devices"))
+    if not isinstance(devices, list):
+        raise ParseError("/ivp/ensemble/power has no device list")
+    power = {}
+    for device in devices:
+        if isinstance(device, dict) and device.get("serial_num"):
+            milliwatts = _float(device.get("real_power_mw"))
+            if milliwatts is not None:
+                power[str(device["serial_num"])] = milliwatts / 1000
+    return power
+
+
+# --- value checks ---
+
+
+def _mapping(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, dict):
+        raise ParseError(f"{what} is not a JSON object")
+    return data
+
+
+def _child(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _entries(root: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = root.get(key)
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+
+def _float(value: Any) -> float | None:
+    """A finite number, or None for anything else (strings, booleans, NaN, infinities)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _counter(value: Any) -> float | None:
+    """A lifetime or daily counter: finite and not negative."""
+    number = _float(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _percent(value: Any) -> float | None:
+    number = _float(value)
+    return number if number is not None and 0 <= number <= 100 else None
+
+
+def _milli(value: Any) -> float | None:
+    number = _float(value)
+    return None if number is None else number / 1000
+
+
+def _int(value: Any, default: int | None) -> Any:
+    number = _float(value)
+    return default if number is None else int(number)
+
+
+def _timestamp(value: Any, now: datetime) -> datetime | None:
+    """A gateway epoch time, when valid: non-zero and not more than an hour ahead of `now`."""
+    seconds = _float(value)
+    if seconds is None or seconds <= 0:
+        return None
+    try:
+        when = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return when if when <= now + MAX_CLOCK_LEAD else None
