@@ -323,7 +323,10 @@ def db_current(ctx: typer.Context) -> None:
 def simulate(
     ctx: typer.Context,
     profile: Annotated[
-        str, typer.Option(help="Hardware profile: standard, metered, battery or legacy.")
+        str,
+        typer.Option(
+            help="Hardware profile: standard, metered, battery, legacy, or one with a quirk (see the README)."
+        ),
     ] = "metered",
     port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1 (0: any free port).")] = 8443,
     cloud_port: Annotated[
@@ -338,7 +341,7 @@ def simulate(
         list[str] | None,
         typer.Option(
             help=(
-                "Start with a fault: mfa, wrong-password, cloud-down, late-reset, counter-wrap, "
+                "Start with a fault: mfa, wrong-password, cloud-down, late-reset, counter-wrap, booting, "
                 "or PATH=STATUS|malformed|hang:SECONDS. Repeatable."
             )
         ),
@@ -347,6 +350,13 @@ def simulate(
         Path | None,
         typer.Option(
             help="Where the simulator keeps its keys, certificates and clock (default: user data dir)."
+        ),
+    ] = None,
+    capture: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay a real gateway instead: a folder of captured responses (as in envoy-captures), "
+            "served with their recorded status codes, at their capture time unless --start is given."
         ),
     ] = None,
 ) -> None:
@@ -365,6 +375,7 @@ def simulate(
             faults=fault or [],
             state_dir=state_dir,
             echo=typer.echo,
+            capture=capture,
         )
 
     run_cli(ctx, action)

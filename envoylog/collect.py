@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,10 +32,13 @@ from envoylog.sources import (
     METER_READINGS,
     METERS,
     PRODUCTION_JSON,
+    SLOW_ENDPOINTS,
     Answers,
     build_snapshot,
     ct_configs,
-    plan_run,
+    discovery_paths,
+    learn,
+    steady_paths,
 )
 
 log = logging.getLogger(__name__)
@@ -138,12 +141,12 @@ def collect_gateway(
         with engine.begin() as conn:
             record = repository.save_gateway(conn, info, gateway.name, now)
         gateway_id = record.id
-        if record.firmware_changed:
-            log.warning(
-                "gateway %s: firmware changed to %s; discovering its endpoints again",
-                info.serial,
-                info.firmware,
-            )
+        if record.previous_firmware:
+            # A firmware update can add, drop or change endpoints: discovery runs again (see _read).
+            log.info("gateway %s: firmware %s -> %s", info.serial, record.previous_firmware, info.firmware)
+            with engine.begin() as conn:
+                detail = f"{record.previous_firmware} -> {info.firmware}"
+                repository.record_event(conn, record.id, "firmware_changed", detail, now)
         auth = None
         if info.needs_token:
             auth = GatewayAuth(
@@ -156,13 +159,20 @@ def collect_gateway(
                 clock=clock,
             )
             auth.prepare()
-        answers, discovery = _read(client, auth, info, record.discovery, run, now)
+        answers, discovery, html_only = _read(client, auth, info, record.discovery, run, now)
         snapshot = build_snapshot(info, ct_configs(discovery), answers, now)
         if not (snapshot.meters or snapshot.inverters or snapshot.batteries) and run.endpoint_errors:
+            if html_only:
+                raise UnsupportedGateway(
+                    f"gateway {info.serial} (firmware {info.firmware}) serves only HTML pages, "
+                    "no data: unsupported"
+                )
             raise GatewayError(f"gateway {info.serial} answered errors only: {run.endpoint_errors[0]}")
         with engine.begin() as conn:
             run.rows_added = repository.save_snapshot(conn, record.id, snapshot)
             repository.save_discovery(conn, record.id, discovery)
+            if discovery.get("firmware") and discovery.get("firmware") != record.discovery.get("firmware"):
+                repository.record_event(conn, record.id, "discovered", describe_discovery(discovery), now)
             if auth is not None and auth.session_used:
                 repository.touch_session(conn, record.id, clock())
         run.outcome = "partial" if run.endpoint_errors else "ok"
@@ -247,21 +257,23 @@ def _read(
     known: dict[str, Any],
     run: GatewayRun,
     now: datetime,
-) -> tuple[Answers, dict[str, Any]]:
-    """Request the planned endpoints one at a time; collect the parsed answers and what discovery learned."""
-    plan = plan_run(info, known, now)
-    discovery: dict[str, Any] = dict(known) if not plan.discovering else {"polled_at": {}}
-    discovery.setdefault("polled_at", {})
+) -> tuple[Answers, dict[str, Any], bool]:
+    """Request the endpoints one at a time; return the parsed answers, what discovery learned, and whether
+    every failure was an HTML page (firmware that serves no data)."""
+    discovering = known.get("firmware") != info.firmware
+    discovery: dict[str, Any] = {} if discovering else dict(known)
+    discovery["polled_at"] = dict(discovery.get("polled_at", {}))
+    paths = discovery_paths(info) if discovering else steady_paths(info, known, now)
     absent: set[str] = set(discovery.get("absent", []))
+    refused: set[str] = set()
     answers = Answers()
-    complete = True
-    paths = list(plan.paths)
+    complete, answered, html_only = True, False, True
     for path in paths:
         try:
             answer = _get(client, auth, info, path)
         except GatewayUnreachable as exc:
             run.endpoint_errors.append(f"{path}: {exc}")
-            complete = False
+            complete = html_only = False
             if client.remaining() <= 0:
                 break
             continue
@@ -271,26 +283,50 @@ def _read(
                 paths.append(INVERTERS)  # older firmware: the inverters' own endpoint instead
             continue
         if answer.status != 200:
+            if answer.status in (401, 403):
+                refused.add(path)
             run.endpoint_errors.append(f"{path}: HTTP {answer.status}")
-            complete = False
+            complete = html_only = False
             continue
         try:
             _parse_into(answers, path, answer, now)
         except readings.ParseError as exc:
             run.endpoint_errors.append(f"{path}: {exc}")
             complete = False
+            html_only = html_only and isinstance(exc, readings.HtmlAnswer)
             continue
-        if path in (DEVICE_DATA, INVERTERS, ENSEMBLE_INVENTORY, ENSEMBLE_POWER):
+        answered = True
+        if path in SLOW_ENDPOINTS:
             discovery["polled_at"][path] = now.isoformat()
+        zero_api = path == API_V1_PRODUCTION and answers.api_v1 is not None and answers.api_v1.energy_all_zero
+        if zero_api and PRODUCTION_JSON not in paths:
+            paths.append(PRODUCTION_JSON)  # its inverters entry is the production source then
+    learn(discovery, answers)
     discovery["absent"] = sorted(absent)
-    if answers.meters is not None:
-        discovery["meters"] = [asdict(m) for m in answers.meters]
-    if answers.inventory is not None:
-        discovery["batteries"] = bool(answers.inventory.batteries)
-    if plan.discovering:
+    if answered and refused:
+        # Some firmware refuses an endpoint even to a fresh session that others accept: stop asking it.
+        discovery["refused"] = sorted(refused | set(discovery.get("refused", [])))
+    if discovering:
         # Discovery counts as done only when every endpoint answered (or said it does not exist).
         discovery["firmware"] = info.firmware if complete else None
-    return answers, discovery
+    return answers, discovery, html_only and bool(run.endpoint_errors)
+
+
+def describe_discovery(discovery: dict[str, Any]) -> str:
+    """One line about what discovery found, for the event log."""
+    cts = [
+        f"{m['measurement_type']} ({'enabled' if m['enabled'] else 'disabled'})"
+        for m in discovery.get("meters", [])
+    ]
+    parts = [f"firmware {discovery.get('firmware')}", "CTs: " + (", ".join(cts) or "none")]
+    for key in ("batteries", "acb", "api_v1_zero", "inverters_beyond_device_data"):
+        if discovery.get(key):
+            parts.append(key.replace("_", " "))
+    if discovery.get("absent"):
+        parts.append("absent: " + ", ".join(discovery["absent"]))
+    if discovery.get("refused"):
+        parts.append("refused: " + ", ".join(discovery["refused"]))
+    return "; ".join(parts)
 
 
 def _get(client: GatewayClient, auth: GatewayAuth | None, info: readings.GatewayInfo, path: str) -> Answer:

@@ -150,6 +150,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
                     "token_expires_at": iso(token.expires_at) if token and token.secret else None,
                     "token_days_left": _days_left(token.expires_at, now) if token and token.secret else None,
                     "rows": repository.count_rows(conn, gateway.id),
+                    "last_event": _last_event(conn, gateway.id),
                 }
             )
         for name in _never_reached(conn, set(newest_by_name)):
@@ -162,6 +163,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
                     "token_expires_at": None,
                     "token_days_left": None,
                     "rows": {"meter": 0, "inverter": 0, "battery": 0},
+                    "last_event": None,
                 }
             )
         size = _database_bytes(engine, conn)
@@ -187,6 +189,13 @@ def _run_fields(conn: Connection, gateway_id: int | None, unattributed: str | No
     }
 
 
+def _last_event(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
+    events = repository.load_events(conn, gateway_id, limit=1)
+    if not events:
+        return None
+    return {"at": iso(events[0].at), "kind": events[0].kind, "detail": events[0].detail}
+
+
 def _never_reached(conn: Connection, known_names: set[str]) -> list[str]:
     """Names of configured gateways whose runs all failed before the gateway said who it is."""
     query = select(Run.gateway_name).where(Run.gateway_id.is_(None)).distinct()
@@ -210,6 +219,9 @@ def format_status(document: dict[str, Any]) -> str:
             f"  rows stored:     {rows['meter']:,} meter, {rows['inverter']:,} inverter, "
             f"{rows['battery']:,} battery",
         ]
+        event = gateway["last_event"]
+        if event is not None:
+            lines.append(f"  last event:      {event['at']} {event['kind']}: {event['detail']}")
     if not document["gateways"]:
         lines.append("no gateway collected yet: run `envoylog collect`")
     size = document["database_bytes"]

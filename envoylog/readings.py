@@ -25,6 +25,10 @@ class ParseError(GatewayError):
     """The gateway answered something that is not the document expected."""
 
 
+class HtmlAnswer(ParseError):
+    """The gateway answered an HTML page where JSON was expected (firmware that serves only HTML)."""
+
+
 @dataclass(frozen=True)
 class GatewayInfo:
     """What /info says about the gateway."""
@@ -135,7 +139,13 @@ class ApiV1Production:
 
     watts: float
     wh_today: float | None
+    wh_seven_days: float | None
     wh_lifetime: float | None
+
+    @property
+    def energy_all_zero(self) -> bool:
+        """Some gateways answer every energy value 0: then the numbers mean nothing."""
+        return not any((self.wh_today, self.wh_seven_days, self.wh_lifetime))
 
 
 @dataclass(frozen=True)
@@ -188,6 +198,9 @@ def decode_json(body: bytes | str, what: str) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
+        text = body[:200].decode("utf-8", "replace") if isinstance(body, bytes) else body[:200]
+        if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+            raise HtmlAnswer(f"{what} answered an HTML page, not JSON") from None
         raise ParseError(f"{what} answered something that is not JSON") from None
 
 
@@ -298,6 +311,7 @@ def parse_api_v1_production(data: Any) -> ApiV1Production:
     return ApiV1Production(
         watts=watts,
         wh_today=_counter(root.get("wattHoursToday")),
+        wh_seven_days=_counter(root.get("wattHoursSevenDays")),
         wh_lifetime=_counter(root.get("wattHoursLifetime")),
     )
 
@@ -310,6 +324,8 @@ def parse_inverters(data: Any, now: datetime) -> tuple[InverterReading, ...]:
     for item in data:
         if not isinstance(item, dict) or not item.get("serialNumber"):
             continue
+        if item.get("devType", 1) != 1:
+            continue  # other device types listed here (devType 11: AC Batteries) are not inverters
         reported_at = _timestamp(item.get("lastReportDate"), now)
         watts = _float(item.get("lastReportWatts"))
         if reported_at is None or watts is None:

@@ -13,6 +13,7 @@ from envoylog.readings import (
     BatteryReading,
     CtReading,
     DeviceData,
+    EimEntry,
     EnsembleInventory,
     GatewayInfo,
     InverterReading,
@@ -29,17 +30,14 @@ METER_READINGS = "/ivp/meters/readings"
 DEVICE_DATA = "/ivp/pdm/device_data"
 ENSEMBLE_INVENTORY = "/ivp/ensemble/inventory"
 ENSEMBLE_POWER = "/ivp/ensemble/power"
+SLOW_ENDPOINTS = (DEVICE_DATA, INVERTERS, ENSEMBLE_INVENTORY, ENSEMBLE_POWER)
 
 # Inverters report every 5 (or 15) minutes: asking more often only loads the gateway. Batteries change slowly.
 SLOW_EVERY = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The endpoints of one run, in order."""
-
-    paths: tuple[str, ...]
-    discovering: bool  # the first run, or the first after a firmware change: look at everything
+# From this firmware on, a metered gateway without CTs serves /api/v1/production values that never change.
+API_V1_STALLS_FROM = (8, 2, 4264)
+# From this firmware on, total consumption may be reported equal to net consumption.
+TOTAL_IS_NET_FROM = (8, 3, 5433)
 
 
 def ct_configs(discovery: Mapping[str, Any]) -> list[MeterConfig]:
@@ -47,31 +45,55 @@ def ct_configs(discovery: Mapping[str, Any]) -> list[MeterConfig]:
     return [MeterConfig(**m) for m in discovery.get("meters", [])]
 
 
-def plan_run(info: GatewayInfo, discovery: Mapping[str, Any], now: datetime) -> Plan:
-    """The endpoints to read now: the fast ones every run, at most one due slow one (all when discovering)."""
-    discovering = discovery.get("firmware") != info.firmware
-    absent = set() if discovering else set(discovery.get("absent", []))
-    fast: list[str] = []
-    slow: list[str] = []
-    modern = info.firmware_version >= (7,)
-    cts = ct_configs(discovery)
-    if discovering and info.metered and modern:
-        fast.append(METERS)
-    if info.metered and (discovering or any(ct.enabled for ct in cts)):
-        fast += [PRODUCTION_JSON, METER_READINGS] if modern else [PRODUCTION_JSON]
+def api_v1_stalls(info: GatewayInfo, cts: list[MeterConfig]) -> bool:
+    """True where /api/v1/production is known to freeze: metered hardware, no production CT, new firmware."""
+    has_production_ct = any(ct.enabled and ct.measurement_type == "production" for ct in cts)
+    return info.metered and not has_production_ct and info.firmware_version >= API_V1_STALLS_FROM
+
+
+def discovery_paths(info: GatewayInfo) -> list[str]:
+    """Everything worth looking at on a gateway seen for the first time (or after a firmware change)."""
+    paths = [METERS] if info.metered else []
+    paths += [PRODUCTION_JSON, API_V1_PRODUCTION]
+    if info.metered:
+        paths.append(METER_READINGS)
+    if info.firmware_version >= (7,):
+        paths += [DEVICE_DATA, INVERTERS, ENSEMBLE_INVENTORY, ENSEMBLE_POWER]
     else:
-        fast.append(API_V1_PRODUCTION)
-    slow.append(DEVICE_DATA if modern and DEVICE_DATA not in absent else INVERTERS)
-    if modern and (discovering or discovery.get("batteries")):
+        paths.append(INVERTERS)
+    return paths
+
+
+def steady_paths(info: GatewayInfo, discovery: Mapping[str, Any], now: datetime) -> list[str]:
+    """The endpoints that feed stored series: the fast ones every run, at most one due slow one."""
+    skip = set(discovery.get("absent", [])) | set(discovery.get("refused", []))
+    cts = ct_configs(discovery)
+    any_ct = any(ct.enabled for ct in cts)
+    production_ct = any(ct.enabled and ct.measurement_type == "production" for ct in cts)
+    production_from_ct = production_ct or bool(discovery.get("eim_production"))
+    inverters_entry = api_v1_stalls(info, cts) or bool(discovery.get("api_v1_zero"))
+    fast = []
+    if any_ct or discovery.get("eim_production") or discovery.get("eim_consumption") or discovery.get("acb"):
+        fast.append(PRODUCTION_JSON)
+    if any_ct:
+        fast.append(METER_READINGS)
+    if not production_from_ct:
+        if inverters_entry:
+            if PRODUCTION_JSON not in fast:
+                fast.append(PRODUCTION_JSON)
+        else:
+            fast.append(API_V1_PRODUCTION)
+    slow = [DEVICE_DATA] if DEVICE_DATA not in skip else []
+    if DEVICE_DATA in skip or discovery.get("inverters_beyond_device_data"):
+        slow.append(INVERTERS)
+    if discovery.get("batteries"):
         slow += [ENSEMBLE_INVENTORY, ENSEMBLE_POWER]
-    fast = [p for p in fast if p not in absent]
-    slow = [p for p in slow if p not in absent]
-    if discovering:
-        return Plan(tuple(fast + slow), discovering=True)
+    fast = [p for p in fast if p not in skip]
+    slow = [p for p in slow if p not in skip]
     polled = discovery.get("polled_at", {})
     due = [p for p in slow if p not in polled or now - datetime.fromisoformat(polled[p]) >= SLOW_EVERY]
     due.sort(key=lambda p: polled.get(p, ""))  # the longest-waiting first
-    return Plan(tuple(fast + due[:1]), discovering=False)
+    return fast + due[:1]
 
 
 @dataclass
@@ -88,96 +110,160 @@ class Answers:
     battery_watts: dict[str, float] | None = None
 
 
+def learn(discovery: dict[str, Any], answers: Answers) -> None:
+    """Record in `discovery` what the answers tell about the gateway's hardware."""
+    if answers.meters is not None:
+        discovery["meters"] = [vars(m) for m in answers.meters]
+    pj = answers.production_json
+    if pj is not None:
+        discovery["eim_production"] = _active(pj.production_eim)
+        discovery["eim_consumption"] = any(e.active_count > 0 for e in pj.consumption_eims)
+        discovery["acb"] = pj.acb is not None
+    if answers.api_v1 is not None:
+        discovery["api_v1_zero"] = answers.api_v1.energy_all_zero
+    if answers.inventory is not None:
+        discovery["batteries"] = bool(answers.inventory.batteries)
+    if answers.device_data is not None:
+        listed = {i.serial for i in answers.device_data.inverters}
+        beyond = answers.inverters is None or any(i.serial not in listed for i in answers.inverters)
+        discovery["inverters_beyond_device_data"] = device_data_cut(answers.device_data) and beyond
+
+
+def device_data_cut(device_data: DeviceData) -> bool:
+    """True when device_data's list is full: larger systems have inverters beyond its cap."""
+    count = device_data.device_count if device_data.device_count is not None else len(device_data.inverters)
+    return count >= (device_data.limit or 50)
+
+
 def build_snapshot(info: GatewayInfo, cts: list[MeterConfig], answers: Answers, now: datetime) -> Snapshot:
     """Choose each series' source by the rules of SPEC section 4 and turn the answers into readings."""
-    meters: list[MeterReading] = []
     enabled = {ct.eid: ct for ct in cts if ct.enabled}
     by_type = {ct.measurement_type: ct for ct in enabled.values()}
+    # CT readings are matched to /ivp/meters by eid, never by position; unknown eids are ignored.
     readings = {r.eid: r for r in answers.meter_readings or () if r.eid is not None and r.eid in enabled}
+    pj = answers.production_json
 
-    production = _production(answers, readings, by_type, now)
-    meters += production
+    production = _production(info, cts, answers, readings, by_type, now)
     net = _from_ct(readings, by_type.get("net-consumption"), "net_consumption", balanced=True)
-    if not net and answers.production_json is not None:
-        net = _from_eim(answers.production_json, "net-consumption", "net_consumption")
-    meters += net
+    if not net and pj is not None:
+        net = _from_eim(_consumption_eim(pj, "net-consumption"), "net_consumption")
     consumption = _from_ct(readings, by_type.get("total-consumption"), "consumption", balanced=False)
-    if not consumption and answers.production_json is not None:
-        consumption = _from_eim(answers.production_json, "total-consumption", "consumption")
-    meters += consumption
+    if not consumption and pj is not None:
+        total_eim = _consumption_eim(pj, "total-consumption")
+        net_eim = _consumption_eim(pj, "net-consumption")
+        if info.firmware_version >= TOTAL_IS_NET_FROM and _same(total_eim, net_eim) and production:
+            # The gateway reports net consumption as total: the house used what came in plus what was made.
+            consumption = _sum_by_phase("consumption", _from_eim(net_eim, "net_consumption"), production)
+        else:
+            consumption = _from_eim(total_eim, "consumption")
 
     inverters: dict[str, InverterReading] = {i.serial: i for i in answers.inverters or ()}
     if answers.device_data is not None:
+        if not device_data_cut(answers.device_data):
+            inverters = {}  # a complete device_data list is the whole truth
         inverters.update({i.serial: i for i in answers.device_data.inverters})
 
     batteries: list[BatteryReading] = []
     if answers.inventory is not None:
         watts = answers.battery_watts or {}
         batteries += [replace(b, watts=watts.get(b.serial or "")) for b in answers.inventory.batteries]
-    if answers.production_json is not None and answers.production_json.acb is not None:
-        batteries.append(answers.production_json.acb)
-    return Snapshot(meters=meters, inverters=list(inverters.values()), batteries=batteries)
+    if pj is not None and pj.acb is not None:
+        batteries.append(pj.acb)
+    return Snapshot(
+        meters=[*production, *net, *consumption], inverters=list(inverters.values()), batteries=batteries
+    )
 
 
 def _production(
+    info: GatewayInfo,
+    cts: list[MeterConfig],
     answers: Answers,
     readings: Mapping[int, CtReading],
     by_type: Mapping[str, MeterConfig],
     now: datetime,
 ) -> list[MeterReading]:
     pj = answers.production_json
-    if pj is not None and pj.production_eim is not None and pj.production_eim.active_count > 0:
-        return _from_eim(pj, "production", "production")
+    if pj is not None and _active(pj.production_eim):
+        return _from_eim(pj.production_eim, "production")
     from_ct = _from_ct(readings, by_type.get("production"), "production", balanced=False)
     if from_ct:
         return from_ct
-    if answers.api_v1 is not None:
-        v1 = answers.api_v1
+    v1 = answers.api_v1
+    if v1 is not None and not v1.energy_all_zero and not api_v1_stalls(info, cts):
         return [MeterReading("production", 0, "api_v1", now, v1.watts, v1.wh_lifetime)]
     if pj is not None and pj.inverters is not None:
         entry = pj.inverters
+        if entry.watts == 0 and not entry.wh_lifetime:
+            return []  # all zero, as after a boot: not a reading
         return [
             MeterReading("production", 0, "inverters", entry.read_at or now, entry.watts, entry.wh_lifetime)
         ]
     return []
 
 
-def _from_eim(pj: ProductionJson, measurement_type: str, kind: str) -> list[MeterReading]:
-    if measurement_type == "production":
-        entry = pj.production_eim
-    else:
-        entry = next((e for e in pj.consumption_eims if e.measurement_type == measurement_type), None)
-    if entry is None or entry.active_count <= 0:
-        return []  # an eim entry without a CT behind it has meaningless numbers
-    rows = [
-        MeterReading(
-            kind,
-            0,
-            "eim",
-            entry.read_at,
-            entry.watts,
-            entry.wh_lifetime,
-            volts=entry.volts,
-            amps=entry.amps,
-            power_factor=entry.power_factor,
-        )
-    ]
+def _active(entry: EimEntry | None) -> bool:
+    """An eim entry with activeCount 0 has no CT behind it: its numbers are meaningless."""
+    return entry is not None and entry.active_count > 0
+
+
+def _consumption_eim(pj: ProductionJson, measurement_type: str) -> EimEntry | None:
+    return next((e for e in pj.consumption_eims if e.measurement_type == measurement_type), None)
+
+
+def _same(total: EimEntry | None, net: EimEntry | None) -> bool:
+    if not (_active(total) and _active(net)):
+        return False
+    assert total is not None and net is not None
+    return total.wh_lifetime == net.wh_lifetime and total.watts == net.watts
+
+
+def _from_eim(entry: EimEntry | None, kind: str) -> list[MeterReading]:
+    if entry is None or not _active(entry):
+        return []
+    if kind == "production" and entry.watts == 0 and not entry.wh_lifetime:
+        return []  # all zero, as after a boot: not a reading
+    rows = [_eim_row(entry, kind, 0)]
     if len(entry.lines) > 1:
-        rows += [
+        rows += [_eim_row(line, kind, phase) for phase, line in enumerate(entry.lines, start=1)]
+    return rows
+
+
+def _eim_row(entry: EimEntry, kind: str, phase: int) -> MeterReading:
+    return MeterReading(
+        kind,
+        phase,
+        "eim",
+        entry.read_at,
+        entry.watts,
+        entry.wh_lifetime,
+        volts=entry.volts,
+        amps=entry.amps,
+        power_factor=entry.power_factor,
+    )
+
+
+def _sum_by_phase(kind: str, first: list[MeterReading], second: list[MeterReading]) -> list[MeterReading]:
+    """Per phase, the sum of two channels' power and counters."""
+    other = {row.phase: row for row in second}
+    summed = []
+    for row in first:
+        match = other.get(row.phase)
+        if match is None:
+            continue
+        lifetime = None
+        if row.wh_lifetime is not None and match.wh_lifetime is not None:
+            lifetime = row.wh_lifetime + match.wh_lifetime
+        summed.append(
             MeterReading(
                 kind,
-                phase,
-                "eim",
-                entry.read_at,
-                line.watts,
-                line.wh_lifetime,
-                volts=line.volts,
-                amps=line.amps,
-                power_factor=line.power_factor,
+                row.phase,
+                row.source,
+                max(row.read_at, match.read_at),
+                row.watts + match.watts,
+                lifetime,
             )
-            for phase, line in enumerate(entry.lines, start=1)
-        ]
-    return rows
+        )
+    return summed
 
 
 def _from_ct(
@@ -187,9 +273,17 @@ def _from_ct(
         return []
     reading = readings[ct.eid]
     rows = [_ct_row(reading, kind, 0, balanced)]
-    channels = reading.channels[: ct.phase_count] if ct.phase_count > 1 else ()
-    rows += [_ct_row(channel, kind, phase, balanced) for phase, channel in enumerate(channels, start=1)]
+    if ct.phase_count > 1:
+        # Channels past the CT's phase count, or reading all zeros, are phantoms of unused inputs.
+        phases = enumerate(reading.channels[: ct.phase_count], start=1)
+        rows += [
+            _ct_row(channel, kind, phase, balanced) for phase, channel in phases if not _all_zero(channel)
+        ]
     return rows
+
+
+def _all_zero(reading: CtReading) -> bool:
+    return not any((reading.watts, reading.wh_delivered_lifetime, reading.wh_received_lifetime, reading.amps))
 
 
 def _ct_row(reading: CtReading, kind: str, phase: int, balanced: bool) -> MeterReading:

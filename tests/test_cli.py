@@ -67,6 +67,7 @@ def test_simulate_refuses_bad_options(isolated_env: Path) -> None:
         (["--start", "yesterday"], "bad --start"),
         (["--start", "2026-06-21T12:00:00"], "give a zone"),
         (["--speed", "0"], "--speed must be positive"),
+        (["--capture", str(isolated_env)], "is not a gateway capture"),
     ]
     for options, message in cases:
         result = runner.invoke(app, ["simulate", "--port", "0", *options])

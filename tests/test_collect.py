@@ -23,7 +23,7 @@ from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
 from envoylog.errors import AuthError, GatewayError, LockedError
 from envoylog.gateway.tokens import decode_token
-from envoylog.simulator import EndpointFault, Simulator
+from envoylog.simulator import EndpointFault, Quirks, Simulator
 
 STEADY_STATE_LIMIT = 4  # SPEC section 9: gateway requests of a steady-state run, /info included
 
@@ -337,3 +337,22 @@ def test_a_refused_token_without_credentials_asks_the_user(site: Site) -> None:
     assert "refuses the token" in str(run.error) and "auth set-token" in str(run.error)
     assert token not in str(run.error)
     assert site.cloud_requests() == 0
+
+
+def test_a_firmware_update_is_recorded_and_the_gateway_discovered_again(site: Site) -> None:
+    site.collect()
+    site.sim.clock.advance(timedelta(minutes=1))
+    site.collect()
+    assert "/ivp/meters" not in site.requests()  # steady state: no discovery
+    site.sim.set_faults(quirks=Quirks(firmware="8.3.5433"))
+    site.sim.clock.advance(timedelta(minutes=1))
+    run = site.collect()
+    assert run.error is None
+    assert "/ivp/meters" in site.requests()  # discovered again
+    events = site.query("SELECT kind, detail FROM events ORDER BY id")
+    assert ("firmware_changed", "8.2.4345 -> 8.3.5433") in events
+    assert [kind for kind, _ in events].count("discovered") == 2
+    assert site.query("SELECT firmware FROM gateways") == [("8.3.5433",)]
+    site.sim.clock.advance(timedelta(minutes=1))
+    site.collect()
+    assert "/ivp/meters" not in site.requests()

@@ -472,6 +472,103 @@ def test_inverter_serials_are_stable_twelve_digit_strings() -> None:
     assert GatewayModel(PROFILES["metered"], seed=2).inverter_serials() != serials
 
 
+# --- the quirk profiles (SPEC section 4; tests/test_quirks.py runs the collector against them) ----------
+
+
+def test_the_quirk_profiles_keep_their_site_and_change_only_what_they_name() -> None:
+    t = SUMMER_DAY + timedelta(hours=12)
+    for name, base in (("zero-api", "standard"), ("metered-no-cts", "standard"), ("stalled-api", "standard")):
+        ours, theirs = get(model(name), "/production.json", t), get(model(base), "/production.json", t)
+        assert ours["production"][0] == theirs["production"][0]  # the same inverters, the same counters
+    live = get(model("standard"), "/api/v1/production", t)
+    assert get(model("zero-api"), "/api/v1/production", t) == live | {
+        "wattHoursToday": 0,
+        "wattHoursSevenDays": 0,
+        "wattHoursLifetime": 0,
+    }
+    stalled = get(model("stalled-api"), "/api/v1/production", t)
+    assert stalled == get(model("stalled-api"), "/api/v1/production", t + timedelta(hours=3))
+    assert stalled["wattHoursLifetime"] < live["wattHoursLifetime"]
+    metered = get(model("metered"), "/production.json", t, details="1")
+    assert (
+        get(model("total-is-net"), "/production.json", t, details="1")["production"] == metered["production"]
+    )
+
+
+def test_total_is_net_repeats_the_net_entry_under_the_total_name() -> None:
+    body = get(model("total-is-net"), "/production.json", SUMMER_DAY, details="1")
+    total, net = eim(body, "consumption", "total-consumption"), eim(body, "consumption", "net-consumption")
+    assert total == net | {"measurementType": "total-consumption"}
+
+
+def test_disabled_cts_are_listed_as_disabled_and_their_entries_inactive() -> None:
+    t = SUMMER_DAY + timedelta(hours=12)
+    meters = get(model("metered-no-cts"), "/ivp/meters", t)
+    assert [(m["measurementType"], m["state"]) for m in meters] == [
+        ("production", "disabled"),
+        ("net-consumption", "disabled"),
+    ]
+    body = get(model("metered-no-cts"), "/production.json", t, details="1")
+    inverters, production = body["production"]
+    assert production["activeCount"] == 0 and production["wNow"] != inverters["wNow"]
+    assert [e["activeCount"] for e in body["consumption"]] == [0, 0]
+    assert len(get(model("metered-no-cts"), "/ivp/meters/readings", t)) == 2
+
+
+def test_phantom_channels_read_zero_and_scrambled_readings_hold_an_unlisted_ct() -> None:
+    m = model("phantom-channels")
+    listed = [meter["eid"] for meter in get(m, "/ivp/meters", SUMMER_DAY)]
+    assert {meter["phaseCount"] for meter in get(m, "/ivp/meters", SUMMER_DAY)} == {1}
+    readings = get(m, "/ivp/meters/readings", SUMMER_DAY + timedelta(hours=12))
+    assert [r["eid"] for r in readings] == [704643840, *listed[::-1]]
+    for reading in readings:
+        first, *phantoms = reading["channels"]
+        assert first["activePower"] == reading["activePower"] != 0
+        assert len(phantoms) == 2
+        assert all(
+            value == 0 for c in phantoms for key, value in c.items() if key not in ("eid", "timestamp")
+        )
+
+
+def test_ac_batteries_charge_by_day_and_discharge_at_night_in_one_storage_entry() -> None:
+    m = model("acb")
+    seen = set()
+    for t in minutes(SUMMER_DAY, step=30):
+        (acb,) = get(m, "/production.json", t)["storage"]
+        assert acb["activeCount"] == 3 and 0 <= acb["percentFull"] <= 100
+        assert acb["whNow"] == pytest.approx(acb["percentFull"] / 100 * 3600, abs=20)
+        expected = "charging" if acb["wNow"] < 0 else "discharging" if acb["wNow"] > 0 else None
+        assert expected in (acb["state"], None)
+        seen.add(acb["state"])
+        secctrl = get(m, "/ivp/ensemble/secctrl", t)
+        assert (secctrl["ACB_agg_soc"], secctrl["ACB_agg_energy"]) == (acb["percentFull"], acb["whNow"])
+    assert {"charging", "discharging"} <= seen
+    assert get(m, "/ivp/ensemble/inventory", SUMMER_DAY) == []  # no Encharge units
+    listed = get(m, "/api/v1/production/inverters", SUMMER_DAY)
+    assert [i["devType"] for i in listed] == [1] * 12 + [11] * 3  # and among the inverters, as devType 11
+
+
+def test_html_only_firmware_serves_xml_info_and_html_for_everything_else() -> None:
+    m = model("html-only")
+    info = m.render("/info", {}, SUMMER_DAY, HEALTHY)
+    assert info is not None and parse_xml(info.data).findtext("device/software") == "D3.7.0"
+    for path in ("/production.json", "/api/v1/production", "/api/v1/production/inverters", "/nowhere"):
+        page = m.render(path, {}, SUMMER_DAY, HEALTHY)
+        assert page is not None and page.content_type == "text/html"
+        assert page.data.lstrip().startswith(b"<!DOCTYPE html")
+
+
+def test_the_boot_quirk_zeros_the_inverters_sums_until_it_ends() -> None:
+    m = model("booting")
+    t = SUMMER_DAY + timedelta(hours=12)
+    booting = Quirks(booting_until=t + timedelta(minutes=5))
+    assert set(get(m, "/api/v1/production", t, booting).values()) == {0}
+    assert get(m, "/api/v1/production", t + timedelta(minutes=5), booting)["wattHoursLifetime"] > 0
+    assert get(m, "/api/v1/production/inverters", t, booting) == get(m, "/api/v1/production/inverters", t)
+    body = m.render("/production.json", {}, t, booting)  # firmware 3.9 serves this one as HTML
+    assert body is not None and body.content_type == "text/html"
+
+
 # --- the payloads have the shapes of real gateways' answers -------------------------------------------
 
 
@@ -548,6 +645,16 @@ SHAPES = [
     ("legacy", "/production.json", {}, "5.0.49", "production.json"),
     ("legacy", "/api/v1/production", {}, "5.0.49", "api_v1_production"),
     ("legacy", "/api/v1/production/inverters", {}, "5.0.49", "api_v1_production_inverters"),
+    # The quirk profiles (SPEC section 4) against gateways that show the same quirk.
+    ("metered-no-cts", "/production.json", {}, "7.3.466_metered_disabled_cts", "production.json"),
+    ("metered-no-cts", "/ivp/meters/readings", {}, "7.3.466_metered_disabled_cts", "ivp_meters_readings"),
+    ("metered-no-cts", "/api/v1/production", {}, "7.3.466_metered_disabled_cts", "api_v1_production"),
+    ("acb", "/production.json", {"details": "1"}, "8.2.4382_ACB", "production.json"),
+    ("acb", "/ivp/meters", {}, "8.2.4382_ACB", "ivp_meters"),
+    ("acb", "/ivp/meters/readings", {}, "8.2.4382_ACB", "ivp_meters_readings"),
+    ("acb", "/ivp/ensemble/secctrl", {}, "8.2.4382_ACB", "ivp_ensemble_secctrl"),
+    ("acb", "/api/v1/production/inverters", {}, "8.2.4382_ACB", "api_v1_production_inverters"),
+    ("booting", "/api/v1/production", {}, "3.9.36", "api_v1_production"),
 ]
 
 

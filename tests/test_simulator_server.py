@@ -379,6 +379,21 @@ def test_the_late_whtoday_reset_is_switched_by_the_admin_endpoint(sim: Simulator
     assert eim_wh_today(sim, session_id) > 1000  # yesterday's total, still there at 00:05
 
 
+def test_starting_the_booting_profile_boots_it_and_admin_shows_and_ends_the_boot() -> None:
+    with Simulator("booting", start=START) as sim:
+        assert sim.gateway_url.startswith("http://")  # firmware 3.9: plain HTTP, no token
+        assert gateway_get(sim, "/production.json").headers["Content-Type"].startswith("text/html")
+        zeros = {"wattHoursToday": 0, "wattHoursSevenDays": 0, "wattHoursLifetime": 0, "wattsNow": 0}
+        assert gateway_get(sim, "/api/v1/production").json() == zeros
+        until = datetime.fromisoformat(admin(sim, "GET", "faults").json()["quirks"]["booting_until"])
+        assert timedelta(minutes=5) <= until - START < timedelta(minutes=5, seconds=10)
+        shown = admin(sim, "POST", "faults", {"quirks": {"booting_until": None}}).json()
+        assert shown["quirks"]["booting_until"] is None
+        assert gateway_get(sim, "/api/v1/production").json()["wattHoursLifetime"] > 0
+        admin(sim, "POST", "faults", {"quirks": {"booting_until": "2026-06-21T12:10:00+02:00"}})
+        assert gateway_get(sim, "/api/v1/production").json() == zeros
+
+
 # --- the admin endpoints and the request log ------------------------------------------------------
 
 

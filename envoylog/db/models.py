@@ -159,3 +159,16 @@ class Run(Base):
     cloud_requests: Mapped[int] = mapped_column(default=0)
     rows_added: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Event(Base):
+    """Something that changed about a gateway: a firmware update, what discovery found."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_gateway_at", "gateway_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(32))  # "firmware_changed" | "discovered"
+    detail: Mapped[str] = mapped_column(Text)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Row
 from envoylog.db.models import (
     AuthRecord,
     BatterySample,
+    Event,
     Gateway,
     InverterSample,
     MeterSample,
@@ -37,7 +38,7 @@ class GatewayRecord:
     name: str
     firmware: str | None
     discovery: dict[str, Any]
-    firmware_changed: bool = False  # the firmware differs from the one stored before this run
+    previous_firmware: str | None = None  # set when the firmware differs from the one stored before
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def save_gateway(conn: Connection, info: GatewayInfo, name: str, now: datetime) 
         )
         row = conn.execute(select(Gateway).where(Gateway.serial == info.serial)).one()
         return GatewayRecord(row.id, row.serial, row.name, row.firmware, {})
-    changed = row.firmware is not None and row.firmware != info.firmware
+    previous = row.firmware if row.firmware is not None and row.firmware != info.firmware else None
     conn.execute(
         update(Gateway)
         .where(Gateway.id == row.id)
@@ -113,7 +114,7 @@ def save_gateway(conn: Connection, info: GatewayInfo, name: str, now: datetime) 
         )
     )
     discovery = json.loads(row.discovery) if row.discovery else {}
-    return GatewayRecord(row.id, row.serial, name, info.firmware, discovery, firmware_changed=changed)
+    return GatewayRecord(row.id, row.serial, name, info.firmware, discovery, previous_firmware=previous)
 
 
 def ensure_gateway(conn: Connection, serial: str, name: str, now: datetime) -> int:
@@ -455,3 +456,19 @@ def count_rows(conn: Connection, gateway_id: int) -> dict[str, int]:
 def find_gateway_by_id(conn: Connection, gateway_id: int) -> Row[Any]:
     """The stored gateway with this id."""
     return conn.execute(select(Gateway).where(Gateway.id == gateway_id)).one()
+
+
+def record_event(conn: Connection, gateway_id: int, kind: str, detail: str, now: datetime) -> None:
+    """Record a change of the gateway (a firmware update, what discovery found)."""
+    conn.execute(_table(Event).insert().values(gateway_id=gateway_id, at=now, kind=kind, detail=detail))
+
+
+def load_events(conn: Connection, gateway_id: int, limit: int = 20) -> list[Row[Any]]:
+    """The gateway's newest events, newest first."""
+    query = (
+        select(Event)
+        .where(Event.gateway_id == gateway_id)
+        .order_by(Event.at.desc(), Event.id.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(query))

@@ -11,7 +11,10 @@ from pathlib import Path
 import platformdirs
 
 from envoylog.errors import ConfigError
+from envoylog.simulator.captured import CapturedModel
 from envoylog.simulator.faults import Faults, apply_fault_spec
+from envoylog.simulator.gateway import SiteModel
+from envoylog.simulator.model import GatewayModel
 from envoylog.simulator.profiles import get_profile
 from envoylog.simulator.server import Simulator, run_until_stopped
 
@@ -32,10 +35,18 @@ def serve_simulator(
     faults: list[str],
     state_dir: Path | None,
     echo: Callable[[str], None],
+    capture: Path | None = None,
 ) -> None:
-    """Run a simulator in the foreground until SIGINT or SIGTERM."""
+    """Run a simulator in the foreground until SIGINT or SIGTERM; `capture` replays a recorded gateway."""
+    model: SiteModel
     try:
-        chosen = get_profile(profile)
+        if capture is not None:
+            captured = CapturedModel(capture)
+            # Served at its capture time by default, so that the recorded timestamps read as "now".
+            start = start or captured.captured_at
+            model, state_name = captured, f"capture-{captured.profile.name}"
+        else:
+            model, state_name = GatewayModel(get_profile(profile), seed=seed), profile
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if speed <= 0:
@@ -51,14 +62,14 @@ def serve_simulator(
     if cloud_port is None:
         cloud_port = port + 1 if port else 0
     sim = Simulator(
-        chosen,
         speed=speed,
         start=start,
         seed=seed,
         gateway_port=port,
         cloud_port=cloud_port,
-        state_dir=state_dir or default_state_dir(chosen.name),
+        state_dir=state_dir or default_state_dir(state_name),
         faults=initial,
+        model=model,
     )
     try:
         sim.start()

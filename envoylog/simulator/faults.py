@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Quirks:
     counter_wrap_at: datetime | None = None  # from then on one inverter's 32-bit joule counter has wrapped
     late_whtoday_reset: bool = False  # whToday resets around 00:15 local, and not to zero
     firmware: str | None = None  # a firmware update: /info reports this version instead of the profile's
+    booting_until: datetime | None = None  # until then the gateway has just booted: production reads all zero
 
 
 @dataclass
@@ -37,7 +38,8 @@ class Faults:
     quirks: Quirks = field(default_factory=Quirks)
 
 
-_SWITCHES = {"mfa", "wrong-password", "cloud-down", "late-reset", "counter-wrap"}
+_SWITCHES = {"mfa", "wrong-password", "cloud-down", "late-reset", "counter-wrap", "booting"}
+BOOT_ZERO = timedelta(minutes=5)  # how long firmware 3.x reads all-zero production after a boot
 
 
 def apply_fault_spec(faults: Faults, spec: str, now: datetime) -> None:
@@ -59,6 +61,8 @@ def apply_fault_spec(faults: Faults, spec: str, now: datetime) -> None:
         faults.cloud_down = True
     elif spec == "late-reset":
         faults.quirks.late_whtoday_reset = True
+    elif spec == "booting":
+        faults.quirks.booting_until = now + BOOT_ZERO
     else:
         faults.quirks.counter_wrap_at = now
 

@@ -7,13 +7,15 @@ import hmac
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 from urllib.request import parse_http_list, parse_keqv_list
 
 from envoylog.simulator.clock import SimClock
-from envoylog.simulator.faults import EndpointFault, Faults
-from envoylog.simulator.model import GatewayModel
+from envoylog.simulator.faults import EndpointFault, Faults, Quirks
+from envoylog.simulator.model import Body
 from envoylog.simulator.tokens import TokenClaims, TokenError, TokenIssuer
 from envoylog.simulator.web import Request, Response
 
@@ -27,6 +29,34 @@ CHECK_JWT = "/auth/check_jwt"
 _MAX_NONCES = 256
 _HTML = "text/html; charset=utf-8"
 _UNAUTHORIZED = "<html><head><title>401 Authorization Required</title></head><body>401</body></html>\n"
+
+
+class SiteProfile(Protocol):
+    """What the HTTP side needs to know about the site it serves."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def serial(self) -> str: ...
+    @property
+    def firmware(self) -> str: ...
+    @property
+    def metered(self) -> bool: ...
+    @property
+    def https(self) -> bool: ...
+    @property
+    def needs_token(self) -> bool: ...
+
+
+class SiteModel(Protocol):
+    """What a gateway serves: the simulated site (model.GatewayModel) or a recorded one (captured.py)."""
+
+    @property
+    def profile(self) -> SiteProfile: ...
+
+    def render(self, path: str, query: Mapping[str, str], now: datetime, quirks: Quirks) -> Body | None:
+        """The body served for GET `path` at `now`; None if there is no such endpoint."""
+        ...
 
 
 @dataclass
@@ -85,7 +115,7 @@ class _Digest:
 class Gateway:
     """Answers gateway requests from the model, behind the firmware's authentication; thread-safe."""
 
-    def __init__(self, model: GatewayModel, clock: SimClock, faults: Faults, issuer: TokenIssuer) -> None:
+    def __init__(self, model: SiteModel, clock: SimClock, faults: Faults, issuer: TokenIssuer) -> None:
         self.model = model
         self.clock = clock
         self.faults = faults
@@ -130,8 +160,8 @@ class Gateway:
             return Response.text(404, "Not Found\n")
         if fault is not None and fault.malformed:
             # A body cut short, as when the gateway drops the connection mid-answer.
-            return Response(200, body.data[: max(1, len(body.data) // 2)], body.content_type)
-        return Response(200, body.data, body.content_type)
+            return Response(body.status, body.data[: max(1, len(body.data) // 2)], body.content_type)
+        return Response(body.status, body.data, body.content_type)
 
     def _check_jwt(self, request: Request, now: datetime) -> Response:
         claims = self._bearer_claims(request, now)

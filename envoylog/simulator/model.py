@@ -45,6 +45,8 @@ _CACHED_DAYS = 6  # a render looks at its own day and those of the local midnigh
 _SURPLUS_W = 20.0  # a battery starts charging once the panels beat the house by this much
 _BATTERY_WH = 5_000  # one IQ Battery 5P
 _BATTERY_W = 3_840
+_ACB_WH = 1_200  # one AC Battery
+_ACB_W = 270
 _BATTERY_EFFICIENCY = 0.95  # each way
 _RESERVE_PERCENT = 10
 _WRAP_WH = pl.WRAP_JOULES / 3600.0
@@ -56,8 +58,9 @@ _FINE_QUANTUM = float(2**30)  # steps per Wh-per-watt of the basis curves, which
 class Body:
     """One answer of the gateway: its content type and bytes."""
 
-    content_type: str  # "application/json" or "text/xml" (for /info)
+    content_type: str  # "application/json", "text/xml" (for /info) or "text/html" (old firmware)
     data: bytes
+    status: int = 200  # a recorded gateway (simulator/captured.py) also answers 401, 404, 500 ... with a body
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,9 @@ class _Plant:
         for inv in self.inverters:
             self.phase_coef[inv.phase] += inv.coef
         self.coef = np.array([inv.coef for inv in self.inverters], dtype=np.float64).reshape(-1, 3)
-        self.capacity_wh = float(_BATTERY_WH * profile.battery_count)
-        self.rate_w = float(_BATTERY_W * profile.battery_count)
+        # Encharge units and AC Batteries charge and discharge together, each in proportion to its capacity.
+        self.capacity_wh = float(_BATTERY_WH * profile.battery_count + _ACB_WH * profile.acb_count)
+        self.rate_w = float(_BATTERY_W * profile.battery_count + _ACB_W * profile.acb_count)
         self.reserve_wh = self.capacity_wh * _RESERVE_PERCENT / 100.0
         self._lock = threading.RLock()
         self._prefix = np.zeros((1, self.rows.count))  # [k]: Wh of days first_day .. first_day + k - 1
@@ -402,6 +406,14 @@ def _plant(profile: Profile, seed: int) -> _Plant:
         consumption_ct=False,
         device_data=False,
         https=False,
+        disabled_cts=False,
+        api_v1_production="live",
+        total_is_net=False,
+        phantom_channels=False,
+        scrambled_readings=False,
+        boot_zero_s=0,
+        html_pages=frozenset(),
+        html_only=False,
     )
     return _site_plant(site, seed)
 
@@ -500,24 +512,30 @@ class GatewayModel:
                 profile.serial, profile.part_number, firmware, profile.metered, int(m.t), _build(firmware)
             )
             return Body("text/xml", xml.encode())
+        if profile.html_only or path in profile.html_pages:
+            # Old firmware answers with a page of its web interface, with status 200 even for unknown paths.
+            return Body(pl.HTML, pl.html_page(path.strip("/") or "home").encode())
         modern = profile.needs_token  # firmware before 7 has none of the /ivp endpoints
         payload: object
         if path == "/production.json":
             payload = self._production_json(m, quirks, query.get("details") == "1")
         elif path == "/api/v1/production":
-            payload = self._api_v1_production(m)
+            payload = self._api_v1_production(m, quirks)
         elif path == "/api/v1/production/inverters":
             payload = pl.api_v1_inverters(
                 [self._public_report(r, m, quirks, False) for r in self._reports(m)]
             )
+            acb = self._acb(m.t)
+            if acb is not None:
+                payload += pl.api_v1_ac_batteries(acb, self._acb_serials())
         elif path == "/home.json":
             payload = self._home(m.t)
         elif not modern or not path.startswith("/ivp/"):
             return None
         elif path == "/ivp/meters":
-            payload = pl.meters(self._real_cts(m, quirks), profile.phases)
+            payload = pl.meters(self._listed_cts(m, quirks), profile.phases, enabled=not profile.disabled_cts)
         elif path == "/ivp/meters/readings":
-            payload = pl.meters_readings(self._real_cts(m, quirks), int(m.t))
+            payload = self._meter_readings(m, quirks)
         elif path == "/ivp/pdm/device_data":
             if not profile.device_data:
                 return None
@@ -529,7 +547,7 @@ class GatewayModel:
         elif path == "/ivp/ensemble/secctrl":
             if not profile.metered:
                 return None
-            payload = pl.secctrl(self._batteries(m.t), _RESERVE_PERCENT)
+            payload = pl.secctrl(self._batteries(m.t), _RESERVE_PERCENT, self._acb(m.t))
         else:
             return None
         return Body("application/json", json.dumps(payload).encode())
@@ -714,12 +732,51 @@ class GatewayModel:
             ct for ct, there in ((production, profile.production_ct), (net, profile.consumption_ct)) if there
         ]
 
+    def _listed_cts(self, m: _Moment, quirks: Quirks) -> list[pl.Ct]:
+        """What /ivp/meters lists: the real CTs, or on hardware without working CTs its two idle ports."""
+        if self.profile.disabled_cts:
+            production, net, _ = self._cts(m, quirks)
+            return [_unmetered(production), _unmetered(net)]
+        return self._real_cts(m, quirks)
+
+    def _meter_readings(self, m: _Moment, quirks: Quirks) -> list[pl.JsonDict]:
+        profile = self.profile
+        # Some firmware gives every CT three channels, those of phases the site lacks reading all zero.
+        channels = 3 if profile.phantom_channels else 0
+        readings = pl.meters_readings(self._listed_cts(m, quirks), int(m.t), channels)
+        if profile.scrambled_readings and readings:
+            # Matched by eid only: another order than /ivp/meters, and a CT that /ivp/meters does not list.
+            storage = pl.meters_readings([self._storage_ct(m, quirks)], int(m.t), channels)
+            readings = storage + readings[::-1]
+        return readings
+
+    def _storage_ct(self, m: _Moment, quirks: Quirks) -> pl.Ct:
+        """A CT on an AC-coupled battery that this gateway does not manage: it reads something else."""
+        production, _, _ = self._cts(m, quirks)
+        channels = tuple(
+            dataclasses.replace(
+                c, watts=-0.2 * c.watts, dlvd_wh=0.15 * c.dlvd_wh, rcvd_wh=0.2 * c.dlvd_wh, today_wh=0.0
+            )
+            for c in production.phases
+        )
+        return pl.Ct(pl.STORAGE, channels)
+
     def _production_json(self, m: _Moment, quirks: Quirks, details: bool) -> pl.JsonDict:
         inverters = self._inverters_total(self._reports(m), m, quirks)
+        if self._booting(m, quirks):
+            inverters = dataclasses.replace(inverters, reading_time=0, watts=0, wh_lifetime=0)
         profile = self.profile
+        acb = self._acb(m.t)
+        if profile.disabled_cts:
+            production, net, total = (_unmetered(ct) for ct in self._cts(m, quirks))
+            return pl.production_json(
+                inverters, production, [total, net], int(m.t), details, cts_active=False, acb=acb
+            )
         if not (profile.production_ct or profile.consumption_ct):
-            return pl.production_json(inverters, None, [], int(m.t), details)
+            return pl.production_json(inverters, None, [], int(m.t), details, acb=acb)
         production, net, total = self._cts(m, quirks)
+        if profile.total_is_net:
+            total = dataclasses.replace(net, label=pl.TOTAL_CONSUMPTION)  # a firmware bug, copied faithfully
         # Total consumption is net plus production: without a production CT the gateway cannot give it.
         consumption = ([total] if profile.production_ct else []) + [net]
         return pl.production_json(
@@ -728,9 +785,26 @@ class GatewayModel:
             consumption if profile.consumption_ct else [],
             int(m.t),
             details,
+            acb=acb,
         )
 
-    def _api_v1_production(self, m: _Moment) -> pl.JsonDict:
+    def _booting(self, m: _Moment, quirks: Quirks) -> bool:
+        """Whether the gateway has only just booted (firmware 3.x then reads all-zero production)."""
+        return quirks.booting_until is not None and m.t < quirks.booting_until.timestamp()
+
+    def _api_v1_production(self, m: _Moment, quirks: Quirks) -> pl.JsonDict:
+        mode = self.profile.api_v1_production
+        if self._booting(m, quirks):
+            return pl.api_v1_production(0, 0, 0, 0)
+        if mode == "stalled":
+            # Metered gateways without CTs from firmware 8.2.4264 on: the values stopped moving hours ago.
+            m = _Moment(self._plant, m.midnight(0) - 12 * 3600.0)
+        body = self._api_v1_live(m)
+        if mode == "zeros":
+            body |= {"wattHoursToday": 0, "wattHoursSevenDays": 0, "wattHoursLifetime": 0}
+        return body
+
+    def _api_v1_live(self, m: _Moment) -> pl.JsonDict:
         rows, t = self._rows, m.t
         if self.profile.production_ct:
             pv = rows.phase_rows(rows.pv)
@@ -775,7 +849,8 @@ class GatewayModel:
         plant, rows = self._plant, self._rows
         stored = plant.battery_wh(t)
         watts = plant.power(t)
-        each = float(watts[rows.discharge] - watts[rows.charge]) / count
+        share = _BATTERY_WH * count / plant.capacity_wh  # the rest is AC Batteries'
+        each = float(watts[rows.discharge] - watts[rows.charge]) * share / count
         soc = 100.0 * stored / plant.capacity_wh
         prefix, number = _serial_base(self.seed, 200, self.profile.installed_at, count)
         installed = int(plant.installed_s)
@@ -793,6 +868,28 @@ class GatewayModel:
             )
             for i in range(count)
         ]
+
+    def _acb(self, t: float) -> pl.AcBattery | None:
+        """The AC Batteries in aggregate, as production.json's storage[] entry shows them."""
+        count = self.profile.acb_count
+        if not count:
+            return None
+        plant, rows = self._plant, self._rows
+        share = _ACB_WH * count / plant.capacity_wh
+        watts = plant.power(t)
+        stored = plant.battery_wh(t)
+        return pl.AcBattery(
+            count=count,
+            reported_at=int(t) - int(t) % 60,
+            watts=float(watts[rows.discharge] - watts[rows.charge]) * share,
+            wh_now=stored * share,
+            soc_percent=100.0 * stored / plant.capacity_wh,
+        )
+
+    def _acb_serials(self) -> list[str]:
+        count = self.profile.acb_count
+        prefix, number = _serial_base(self.seed, 230, self.profile.installed_at - timedelta(weeks=150), count)
+        return [f"{prefix}{number + 31 * i:06d}" for i in range(count)]
 
     def _enpower_serial(self) -> str:
         prefix, number = _serial_base(self.seed, 210, self.profile.installed_at, 1)
@@ -815,8 +912,27 @@ class GatewayModel:
                 inverters=profile.inverter_count,
                 batteries=profile.battery_count,
                 relays=1 if profile.metered else 0,
+                ac_batteries=profile.acb_count,
             )
         )
+
+
+def _unmetered(ct: pl.Ct) -> pl.Ct:
+    """What the gateway shows for a CT port without a working CT: numbers with nothing behind them."""
+    return pl.Ct(
+        ct.measurement,
+        tuple(
+            dataclasses.replace(
+                c,
+                watts=0.6 * c.watts + 7.0,
+                dlvd_wh=0.6 * c.dlvd_wh + 2.5e6,
+                rcvd_wh=0.6 * c.rcvd_wh + 9.0e3,
+                today_wh=0.6 * c.today_wh,
+                seven_days_wh=0.6 * c.seven_days_wh,
+            )
+            for c in ct.phases
+        ),
+    )
 
 
 def _build(firmware: str) -> int:

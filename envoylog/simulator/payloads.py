@@ -17,10 +17,11 @@ JsonDict = dict[str, Any]
 PRODUCTION = "production"
 NET_CONSUMPTION = "net-consumption"
 TOTAL_CONSUMPTION = "total-consumption"
+STORAGE = "storage"
 
-# Identifiers the gateway gives its two built-in CTs and their phase channels.
-CT_EIDS = {PRODUCTION: 704643328, NET_CONSUMPTION: 704643584}
-CHANNEL_EIDS = {PRODUCTION: 1778385169, NET_CONSUMPTION: 1778385425}
+# Identifiers the gateway gives its CTs and their phase channels.
+CT_EIDS = {PRODUCTION: 704643328, NET_CONSUMPTION: 704643584, STORAGE: 704643840}
+CHANNEL_EIDS = {PRODUCTION: 1778385169, NET_CONSUMPTION: 1778385425, STORAGE: 1778385681}
 DEVICE_DATA_LIMIT = 50
 WRAP_JOULES = 2**32
 
@@ -44,8 +45,9 @@ class Channel:
 class Ct:
     """A current transformer (or the total the gateway derives from two of them), phase by phase."""
 
-    measurement: str  # PRODUCTION, NET_CONSUMPTION or TOTAL_CONSUMPTION
+    measurement: str  # PRODUCTION, NET_CONSUMPTION, TOTAL_CONSUMPTION or STORAGE
     phases: tuple[Channel, ...]
+    label: str | None = None  # the measurementType production.json prints, when firmware gets it wrong
 
     @property
     def watts(self) -> float:
@@ -96,6 +98,17 @@ class InvertersTotal:
 
 
 @dataclass(frozen=True)
+class AcBattery:
+    """The AC Batteries of a site, which the gateway reports only in aggregate."""
+
+    count: int
+    reported_at: int
+    watts: float  # positive while discharging, negative while charging
+    wh_now: float
+    soc_percent: float
+
+
+@dataclass(frozen=True)
 class Battery:
     """One Encharge / IQ Battery unit."""
 
@@ -119,6 +132,7 @@ _REACTIVE = {
     PRODUCTION: (0.04, 0.0, 0.002, 0.05, 1.02),
     NET_CONSUMPTION: (0.2, 150.0, 0.21, 0.18, 1.25),
     TOTAL_CONSUMPTION: (0.25, 120.0, 0.15, 0.12, 1.3),
+    STORAGE: (0.05, 15.0, 0.01, 0.02, 1.05),
 }
 _NIGHT_VAR = 25.0  # the inverters' AC filters at night, as a production CT sees them
 
@@ -187,11 +201,11 @@ def _eim_fields(measurement: str, channels: Sequence[Channel]) -> JsonDict:
     }
 
 
-def _eim_entry(ct: Ct, reading_time: int, details: bool) -> JsonDict:
+def _eim_entry(ct: Ct, reading_time: int, details: bool, active: bool) -> JsonDict:
     entry: JsonDict = {
         "type": "eim",
-        "activeCount": 1,
-        "measurementType": ct.measurement,
+        "activeCount": 1 if active else 0,  # 0: no CT behind the entry, whatever its numbers say
+        "measurementType": ct.label or ct.measurement,
         "readingTime": reading_time,
         **_eim_fields(ct.measurement, ct.phases),
     }
@@ -200,8 +214,25 @@ def _eim_entry(ct: Ct, reading_time: int, details: bool) -> JsonDict:
     return entry
 
 
-def _idle_acb() -> JsonDict:
-    return {"type": "acb", "activeCount": 0, "readingTime": 0, "wNow": 0, "whNow": 0, "state": "idle"}
+def _acb_entry(acb: AcBattery | None) -> JsonDict:
+    if acb is None:
+        return {"type": "acb", "activeCount": 0, "readingTime": 0, "wNow": 0, "whNow": 0, "state": "idle"}
+    watts = round(acb.watts)
+    if watts < 0:
+        state = "charging"
+    elif watts > 0:
+        state = "discharging"
+    else:
+        state = "full" if acb.soc_percent >= 99.5 else "idle"
+    return {
+        "type": "acb",
+        "activeCount": acb.count,
+        "readingTime": acb.reported_at,
+        "wNow": watts,
+        "whNow": round(acb.wh_now),
+        "state": state,
+        "percentFull": round(acb.soc_percent),
+    }
 
 
 def production_json(
@@ -210,8 +241,11 @@ def production_json(
     consumption: Sequence[Ct],
     reading_time: int,
     details: bool,
+    *,
+    cts_active: bool = True,
+    acb: AcBattery | None = None,
 ) -> JsonDict:
-    """/production.json: the `inverters` entry, then the CTs' `eim` entries, and an idle AC Battery."""
+    """/production.json: the `inverters` entry, the CTs' `eim` entries, and the AC Battery (idle if none)."""
     entries: list[JsonDict] = [
         {
             "type": "inverters",
@@ -223,10 +257,10 @@ def production_json(
     ]
     body: JsonDict = {"production": entries}
     if production is not None:
-        entries.append(_eim_entry(production, reading_time, details))
+        entries.append(_eim_entry(production, reading_time, details, cts_active))
     if consumption:
-        body["consumption"] = [_eim_entry(ct, reading_time, details) for ct in consumption]
-    body["storage"] = [_idle_acb()]
+        body["consumption"] = [_eim_entry(ct, reading_time, details, cts_active) for ct in consumption]
+    body["storage"] = [_acb_entry(acb)]
     return body
 
 
@@ -254,13 +288,28 @@ def api_v1_inverters(reports: Sequence[InverterReport]) -> list[JsonDict]:
     ]
 
 
-def meters(cts: Sequence[Ct], phases: int) -> list[JsonDict]:
-    """/ivp/meters: the CTs the gateway has."""
+def api_v1_ac_batteries(acb: AcBattery, serials: Sequence[str]) -> list[JsonDict]:
+    """AC Batteries as /api/v1/production/inverters lists them among the inverters: devType 11."""
+    watts = max(0, round(acb.watts / acb.count))  # only what they feed into the house
+    return [
+        {
+            "serialNumber": serial,
+            "lastReportDate": acb.reported_at,
+            "devType": 11,
+            "lastReportWatts": watts,
+            "maxReportWatts": 270,
+        }
+        for serial in serials
+    ]
+
+
+def meters(cts: Sequence[Ct], phases: int, *, enabled: bool = True) -> list[JsonDict]:
+    """/ivp/meters: the CTs the gateway has, enabled or (no CT on the port, or switched off) disabled."""
     mode = {1: "single", 2: "split"}.get(phases, "three")
     return [
         {
             "eid": CT_EIDS[ct.measurement],
-            "state": "enabled",
+            "state": "enabled" if enabled else "disabled",
             "measurementType": ct.measurement,
             "phaseMode": mode,
             "phaseCount": phases,
@@ -296,15 +345,21 @@ def _reading(eid: int, timestamp: int, measurement: str, channels: Sequence[Chan
     }
 
 
-def meters_readings(cts: Sequence[Ct], timestamp: int) -> list[JsonDict]:
-    """/ivp/meters/readings: per CT the totals, and per phase its `channels`."""
+def _silent_reading(eid: int, timestamp: int) -> JsonDict:
+    """A channel with nothing connected: every value zero."""
+    template = _reading(eid, timestamp, PRODUCTION, [Channel(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)])
+    return {key: value if key in ("eid", "timestamp") else 0.0 for key, value in template.items()}
+
+
+def meters_readings(cts: Sequence[Ct], timestamp: int, channels: int = 0) -> list[JsonDict]:
+    """/ivp/meters/readings: per CT the totals, and per phase its `channels` (padded to `channels`)."""
     out = []
     for ct in cts:
+        first = CHANNEL_EIDS[ct.measurement]
         reading = _reading(CT_EIDS[ct.measurement], timestamp, ct.measurement, ct.phases)
         reading["channels"] = [
-            _reading(CHANNEL_EIDS[ct.measurement] + i, timestamp, ct.measurement, [c])
-            for i, c in enumerate(ct.phases)
-        ]
+            _reading(first + i, timestamp, ct.measurement, [c]) for i, c in enumerate(ct.phases)
+        ] + [_silent_reading(first + i, timestamp) for i in range(len(ct.phases), channels)]
         out.append(reading)
     return out
 
@@ -496,7 +551,7 @@ def ensemble_power(batteries: Sequence[Battery]) -> JsonDict:
     }
 
 
-def secctrl(batteries: Sequence[Battery], reserve_percent: int) -> JsonDict:
+def secctrl(batteries: Sequence[Battery], reserve_percent: int, acb: AcBattery | None = None) -> JsonDict:
     """/ivp/ensemble/secctrl: aggregate state of charge and energy (all zero without batteries)."""
     capacity = sum(b.capacity_wh for b in batteries)
     stored = sum(b.soc_percent / 100.0 * b.capacity_wh for b in batteries)
@@ -518,8 +573,8 @@ def secctrl(batteries: Sequence[Battery], reserve_percent: int) -> JsonDict:
         "ENC_agg_avail_energy": round(stored),
         "Enc_commissioned_capacity": capacity,
         "Enc_max_available_capacity": capacity,
-        "ACB_agg_soc": 0,
-        "ACB_agg_energy": 0,
+        "ACB_agg_soc": round(acb.soc_percent) if acb else 0,
+        "ACB_agg_energy": round(acb.wh_now) if acb else 0,
         "VLS_Limit": 10,
         "soc_rec_enabled": True,
         "soc_recovery_entry": 0,
@@ -544,11 +599,12 @@ class HomeFacts:
     inverters: int
     batteries: int
     relays: int
+    ac_batteries: int = 0
 
 
 def home_json(facts: HomeFacts) -> JsonDict:
     """/home.json."""
-    devices = facts.inverters + facts.batteries + facts.relays
+    devices = facts.inverters + facts.batteries + facts.relays + facts.ac_batteries
     return {
         "software_build_epoch": facts.build_epoch,
         "timezone": facts.timezone,
@@ -591,7 +647,7 @@ def home_json(facts: HomeFacts) -> JsonDict:
             "num": devices,
             "level": 5,
             "pcu": {"num": facts.inverters, "level": 5},
-            "acb": {"num": 0, "level": 0},
+            "acb": {"num": facts.ac_batteries, "level": 5 if facts.ac_batteries else 0},
             "nsrb": {"num": facts.relays, "level": 5 if facts.relays else 0},
             "esub": {"num": 0, "level": 0},
             "encharge": [
@@ -662,3 +718,20 @@ def info_xml(
         "</envoy_info>",
     ]
     return "\n".join(lines) + "\n"
+
+
+HTML = "text/html"
+
+
+def html_page(title: str) -> str:
+    """A page of the gateway's old web interface, which is all that firmware before 3.9 serves."""
+    return (
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN">\n'
+        '<html lang="en">\n<head>\n'
+        f"  <title>{escape(title)}</title>\n"
+        '  <meta http-equiv="Content-Type" content="text/html; charset=utf-8">\n'
+        "</head>\n<body>\n"
+        f"  <h1>Envoy</h1>\n  <h2>{escape(title)}</h2>\n"
+        "  <p>This page is made for a web browser.</p>\n"
+        "</body>\n</html>\n"
+    )

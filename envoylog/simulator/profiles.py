@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Literal
+
+ApiV1Mode = Literal["live", "stalled", "zeros"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,21 @@ class Profile:
     longitude: float
     timezone: str
     installed_at: datetime  # lifetime counters start here
+    # Quirks of particular hardware and firmware (SPEC section 4); the defaults are a well-behaved gateway.
+    disabled_cts: bool = False  # metered hardware without working CTs: listed as disabled, readings are noise
+    api_v1_production: ApiV1Mode = "live"  # "stalled": frozen hours ago; "zeros": every energy value 0
+    total_is_net: bool = False  # firmware 8.3.5433+: the total-consumption entry repeats net-consumption
+    phantom_channels: bool = False  # CT readings carry three channels, those beyond `phases` all zero
+    scrambled_readings: bool = False  # CT readings in another order than /ivp/meters, plus an unlisted CT
+    acb_count: int = 0  # AC Batteries, which the gateway shows only in aggregate (production.json storage[])
+    boot_zero_s: int = 0  # firmware 3.x: for this long after a boot (a simulator start) production reads 0
+    html_pages: frozenset[str] = frozenset()  # endpoints answered with an HTML page instead of JSON
+    html_only: bool = False  # firmware before 3.9: every page but /info is HTML
+
+    def __post_init__(self) -> None:
+        if self.api_v1_production not in ("live", "stalled", "zeros"):
+            mode = self.api_v1_production
+            raise ValueError(f"api_v1_production must be live, stalled or zeros, not {mode!r}")
 
     @property
     def needs_token(self) -> bool:
@@ -73,19 +91,92 @@ _METERED = replace(
     peak_watts_per_inverter=300.0,
 )
 
+_LEGACY = replace(
+    _STANDARD,
+    name="legacy",
+    firmware="5.0.62",
+    part_number="800-00551-r02",
+    serial="121621012167",
+    report_interval_s=900,
+    https=False,
+    peak_watts_per_inverter=215.0,
+)
+# Metered hardware on the standard site whose CT ports are empty or switched off (SPEC section 4).
+_NO_CTS = replace(
+    _STANDARD,
+    name="metered-no-cts",
+    firmware="7.3.466",
+    part_number="800-00654-r08",
+    serial="122137064415",
+    metered=True,
+    disabled_cts=True,
+)
+# The standard site with a production and a net-consumption CT on its one phase.
+_SINGLE_PHASE_CTS = replace(
+    _STANDARD,
+    part_number="800-00654-r08",
+    metered=True,
+    production_ct=True,
+    consumption_ct=True,
+    device_data=True,
+)
+
 PROFILES: dict[str, Profile] = {
     "standard": _STANDARD,
     "metered": _METERED,
     "battery": replace(_METERED, name="battery", serial="122446001637", battery_count=2),
-    "legacy": replace(
-        _STANDARD,
-        name="legacy",
-        firmware="5.0.62",
-        part_number="800-00551-r02",
-        serial="121621012167",
-        report_interval_s=900,
-        https=False,
-        peak_watts_per_inverter=215.0,
+    "legacy": _LEGACY,
+    # The quirks of SPEC section 4, one named site each, so that tests and users can meet every rule.
+    "metered-no-cts": _NO_CTS,  # eim entries with activeCount 0 and disabled CTs: meaningless numbers
+    "stalled-api": replace(  # firmware 8.2.4264+ without CTs: /api/v1/production stops moving
+        _NO_CTS,
+        name="stalled-api",
+        firmware="8.2.4345",
+        serial="122310027731",
+        device_data=True,
+        api_v1_production="stalled",
+    ),
+    "zero-api": replace(  # /api/v1/production answers every energy value 0 (wattsNow is live)
+        _STANDARD, name="zero-api", serial="122219051208", api_v1_production="zeros"
+    ),
+    "total-is-net": replace(  # firmware 8.3.5433: total consumption reported equal to net consumption
+        _METERED, name="total-is-net", firmware="8.3.5433", serial="122408011964", total_is_net=True
+    ),
+    "phantom-channels": replace(  # single-phase CTs read as three channels; readings out of order
+        _SINGLE_PHASE_CTS,
+        name="phantom-channels",
+        serial="122226047350",
+        phantom_channels=True,
+        scrambled_readings=True,
+    ),
+    "many-inverters": replace(  # more inverters than /ivp/pdm/device_data lists (deviceDataLimit 50)
+        _METERED, name="many-inverters", serial="122311030086", inverter_count=60
+    ),
+    "acb": replace(  # AC Batteries in production.json's storage[] entry
+        _SINGLE_PHASE_CTS,
+        name="acb",
+        firmware="8.2.4382",
+        serial="121850036412",
+        device_data=False,
+        acb_count=3,
+        phantom_channels=True,
+    ),
+    "booting": replace(  # firmware 3.9: all-zero production for minutes after a boot; production.json HTML
+        _LEGACY,
+        name="booting",
+        firmware="3.9.36",
+        part_number="800-00069-r05",
+        serial="121431020718",
+        boot_zero_s=300,
+        html_pages=frozenset({"/production.json"}),
+    ),
+    "html-only": replace(  # firmware 3.7: /info, and HTML pages for everything else
+        _LEGACY,
+        name="html-only",
+        firmware="3.7.0",
+        part_number="800-00069-r05",
+        serial="121212009351",
+        html_only=True,
     ),
 }
 

@@ -20,7 +20,7 @@ from typing import Any
 from envoylog.simulator.clock import SimClock
 from envoylog.simulator.cloud import Cloud, service_of
 from envoylog.simulator.faults import EndpointFault, Faults, Quirks
-from envoylog.simulator.gateway import Gateway
+from envoylog.simulator.gateway import Gateway, SiteModel, SiteProfile
 from envoylog.simulator.model import GatewayModel
 from envoylog.simulator.profiles import Profile, get_profile
 from envoylog.simulator.tls import Certificates, certificate_sha256, ensure_certificates
@@ -53,11 +53,16 @@ class Simulator:
         username: str = "owner@example.com",
         password: str = "demo-password",  # noqa: S107 - the simulated account's, printed for users to copy
         cloud_token_user: str = "owner",  # noqa: S107 - a role, not a secret
+        model: SiteModel | None = None,
     ) -> None:
-        self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        # A ready model (such as a CapturedModel replaying a real gateway) takes the place of the profile's.
+        if model is None:
+            chosen = get_profile(profile) if isinstance(profile, str) else profile
+            model = GatewayModel(chosen, seed=seed)
+        self.model: SiteModel = model
+        self.profile: SiteProfile = model.profile
         self.serial = self.profile.serial
         self.clock = SimClock(start, speed)
-        self.model = GatewayModel(self.profile, seed=seed)
         self._faults = faults if faults is not None else Faults()
         self.username = username
         self.password = password
@@ -95,7 +100,15 @@ class Simulator:
         except BaseException:
             self._remove_private_state()
             raise
+        self._boot()
         return self
+
+    def _boot(self) -> None:
+        """Starting the simulator boots the gateway: firmware 3.x then reads all-zero production a while."""
+        profile = self.profile
+        if isinstance(profile, Profile) and profile.boot_zero_s > 0:
+            with self._faults_lock:
+                self.faults.quirks.booting_until = self.clock.now() + timedelta(seconds=profile.boot_zero_s)
 
     def stop(self) -> None:
         """Stop serving, end open connections, save the clock; a private state directory is removed."""
@@ -498,8 +511,9 @@ def run_until_stopped(sim: Simulator) -> None:
 def faults_to_json(faults: Faults) -> dict[str, Any]:
     """The faults as a JSON-ready dict."""
     quirks = asdict(faults.quirks)
-    if faults.quirks.counter_wrap_at is not None:
-        quirks["counter_wrap_at"] = _iso(faults.quirks.counter_wrap_at)
+    for name in ("counter_wrap_at", "booting_until"):
+        if quirks[name] is not None:
+            quirks[name] = _iso(quirks[name])
     return {
         "mfa": faults.mfa,
         "wrong_password": faults.wrong_password,
@@ -555,9 +569,10 @@ def _quirk_changes(data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown quirk(s): {', '.join(sorted(unknown))}")
     changes: dict[str, Any] = {}
-    if "counter_wrap_at" in data:
-        value = data["counter_wrap_at"]
-        changes["counter_wrap_at"] = None if value is None else _parse_time(value, now)
+    for name in ("counter_wrap_at", "booting_until"):
+        if name in data:
+            value = data[name]
+            changes[name] = None if value is None else _parse_time(value, now)
     if "late_whtoday_reset" in data:
         changes["late_whtoday_reset"] = _bool(data["late_whtoday_reset"], "late_whtoday_reset")
     if "firmware" in data:
