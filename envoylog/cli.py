@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from sqlalchemy import Engine
@@ -170,6 +172,75 @@ def status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     _show(ctx, format, lambda engine: status_document(engine, _now()), format_status)
 
 
+class ReportFormat(StrEnum):
+    """Output formats of `report`."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    day: Annotated[
+        str | None,
+        typer.Option(metavar="DATE", help="One local day: YYYY-MM-DD, today or yesterday (the default)."),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="First day of a range (with --to).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Last day of a range, included.")
+    ] = None,
+    month: Annotated[str | None, typer.Option(metavar="YYYY-MM", help="A calendar month.")] = None,
+    format: Annotated[
+        ReportFormat,
+        typer.Option("--format", help="table for people, csv for spreadsheets, json for programs."),
+    ] = ReportFormat.table,
+    inverters: Annotated[bool, typer.Option("--inverters", help="Add each inverter's energy.")] = False,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway", metavar="NAME|SERIAL", help="Only this gateway: its configured name or its serial."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE.png",
+            help=(
+                "Also draw it: a day's power curves, or a range's daily energy "
+                "(needs pip install 'envoylog\\[plots]')."
+            ),
+        ),
+    ] = None,
+) -> None:
+    """Daily yield per local day: production, consumption, grid import and export, peak, coverage."""
+
+    def action(options: Options) -> None:
+        from envoylog import plots, report_output, reports
+
+        zone = options.settings().timezone
+        today = datetime.now(ZoneInfo(zone)).date()
+        first, last = report_output.report_period(day=day, start=start, end=end, month=month, today=today)
+        if plot is not None:
+            plots.require_matplotlib(plot)
+        with _database(options) as engine:
+            days = reports.daily_report(engine, first, last, timezone=zone, gateway=gateway)
+            per_inverter = (
+                reports.inverter_report(engine, first, last, timezone=zone, gateway=gateway)
+                if inverters
+                else None
+            )
+            if plot is not None:
+                plots.plot_report(engine, days, first, last, timezone=zone, gateway=gateway, path=plot)
+        typer.echo(report_output.render(days, per_inverter, zone, format.value))
+
+    run_cli(ctx, action)
+
+
 @auth_app.command("status")
 def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """Token and session of every gateway (never the secrets themselves)."""
@@ -235,9 +306,16 @@ def demo(
     profile: Annotated[
         str, typer.Option(help="Simulated hardware: standard, metered, battery, legacy.")
     ] = "metered",
+    days: Annotated[
+        int | None,
+        typer.Option(
+            help="Instead, fill the database with the simulator's last N days (ending yesterday), "
+            "as a collector polling every minute would have stored them."
+        ),
+    ] = None,
 ) -> None:
     """The no-hardware tour: a simulated gateway, a few collect cycles, the latest readings."""
-    from envoylog.demo import run_demo
+    from envoylog.demo import run_demo, run_history
     from envoylog.simulator.profiles import get_profile
 
     def action(options: Options) -> None:
@@ -245,9 +323,63 @@ def demo(
             get_profile(profile)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if days is not None:
+            run_history(options.settings(), days=days, profile=profile, now=_now(), echo=typer.echo)
+            return
         if cycles < 1:
             raise ConfigError("--cycles must be at least 1")
         run_demo(options.settings(), cycles=cycles, profile=profile, echo=typer.echo)
+
+    run_cli(ctx, action)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option("--from", help="First local day, YYYY-MM-DD.")],
+    end: Annotated[
+        str | None, typer.Option("--to", help="Last local day, included (default: --from).")
+    ] = None,
+    table: Annotated[
+        str, typer.Option(help="meters (site channels and phases), inverters or batteries.")
+    ] = "meters",
+    format: Annotated[
+        str, typer.Option("--format", help="csv, or parquet (needs pyarrow and --output).")
+    ] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (CSV: default standard output).")
+    ] = None,
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", help="Only this gateway: its configured name or its serial.")
+    ] = None,
+) -> None:
+    """The stored readings of a period (local days in the configured zone) as CSV or Parquet, streamed."""
+    from envoylog import export as exporting
+
+    def action(options: Options) -> None:
+        first, last = exporting.parse_period(start, end)
+        exporting.check_export(table, format, output)
+        settings = options.settings()
+        with _database(options) as engine:
+            try:
+                rows = exporting.export_readings(
+                    engine,
+                    first,
+                    last,
+                    timezone=settings.timezone,
+                    table=table,
+                    format=format,
+                    output=output,
+                    stdout=sys.stdout,
+                    gateway=gateway,
+                )
+            except BrokenPipeError:
+                # The reader (head, a pager) stopped early: not an error. Point stdout at nothing so that
+                # Python's flush at exit does not complain again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return
+        if output is not None:
+            typer.echo(f"exported {rows:,} {table} readings of {first} to {last} to {output}")
 
     run_cli(ctx, action)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from envoylog.collect import collect_all, raise_for_runs
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db.migrate import open_database
+from envoylog.history import HistorySummary, fill_history, history_days
 from envoylog.overview import format_latest, latest_document
 from envoylog.simulator.cli_support import default_state_dir
+from envoylog.simulator.profiles import get_profile
 from envoylog.simulator.server import Simulator
 
 DEMO_GATEWAY = "demo"
@@ -49,6 +51,17 @@ def run_demo(settings: Settings, *, cycles: int, profile: str, echo: Callable[[s
         echo(format_latest(latest_document(engine)))
     finally:
         engine.dispose()
+
+
+def run_history(
+    settings: Settings, *, days: int, profile: str, now: datetime, echo: Callable[[str], None]
+) -> HistorySummary:
+    """Fill the database with the simulated gateway's last `days` days (ending yesterday, in its zone)."""
+    first, last = history_days(days, get_profile(profile).timezone, now)
+    echo(f"filling {_where(settings.db_url)} with the simulated {profile} gateway's days {first} to {last}")
+    summary = fill_history(settings.db_url, first, last, profile=profile, gateway=DEMO_GATEWAY, echo=echo)
+    echo(summary.describe())
+    return summary
 
 
 def _where(db_url: str) -> str:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, select, update
+from sqlalchemy import Boolean, Float, Integer, Table, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -22,6 +22,7 @@ from envoylog.db.models import (
     Run,
     Series,
 )
+from envoylog.db.types import UtcDateTime
 from envoylog.gateway.tokens import TokenInfo
 from envoylog.readings import BatteryReading, GatewayInfo, InverterReading, MeterReading
 
@@ -115,6 +116,18 @@ def save_gateway(conn: Connection, info: GatewayInfo, name: str, now: datetime) 
     )
     discovery = json.loads(row.discovery) if row.discovery else {}
     return GatewayRecord(row.id, row.serial, name, info.firmware, discovery, previous_firmware=previous)
+
+
+def save_seen(conn: Connection, gateway_id: int, first_at: datetime, last_at: datetime) -> None:
+    """Widen the time the gateway was seen to include [first_at, last_at] (for history filled later)."""
+    row = conn.execute(
+        select(Gateway.first_seen_at, Gateway.last_seen_at).where(Gateway.id == gateway_id)
+    ).one()
+    conn.execute(
+        update(Gateway)
+        .where(Gateway.id == gateway_id)
+        .values(first_seen_at=min(row.first_seen_at, first_at), last_seen_at=max(row.last_seen_at, last_at))
+    )
 
 
 def ensure_gateway(conn: Connection, serial: str, name: str, now: datetime) -> int:
@@ -263,7 +276,7 @@ def save_snapshot(conn: Connection, gateway_id: int, snapshot: Snapshot) -> dict
     meters = {(m.kind, m.phase, ""): m for m in snapshot.meters}
     inverters = {("inverter", 0, i.serial): i for i in snapshot.inverters}
     batteries = {("battery", 0, b.serial or "acb"): b for b in snapshot.batteries}
-    series_ids = _series_ids(conn, gateway_id, [*meters, *inverters, *batteries])
+    series_ids = find_series_ids(conn, gateway_id, [*meters, *inverters, *batteries])
     kind_of = {sid: key[0] for key, sid in series_ids.items()}
     plans: list[tuple[Any, dict[tuple[str, int, str], Any], str, Sequence[str]]] = [
         (MeterSample, meters, "read_at", _METER_VALUES),
@@ -279,23 +292,25 @@ def save_snapshot(conn: Connection, gateway_id: int, snapshot: Snapshot) -> dict
             sid = series_ids[key]
             at = getattr(reading, time_name)
             values = {name: getattr(reading, name) for name in value_names}
-            if _is_new(latest.get(sid), at, values):
+            if is_new(latest.get(sid), at, values):
                 rows.append({"series_id": sid, time_name: at, **values})
         for sid in _insert_ignore(conn, table, rows, ["series_id", time_name]):
             added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
     return added
 
 
-def _is_new(latest: tuple[datetime, dict[str, Any]] | None, at: datetime, values: dict[str, Any]) -> bool:
+def is_new(latest: tuple[datetime, dict[str, Any]] | None, at: datetime, values: dict[str, Any]) -> bool:
+    """The change-detection rule: a reading is stored when it is later than the newest row and differs."""
     if latest is None:
         return True
     latest_at, latest_values = latest
     return at > latest_at and values != latest_values
 
 
-def _series_ids(
+def find_series_ids(
     conn: Connection, gateway_id: int, keys: list[tuple[str, int, str]]
 ) -> dict[tuple[str, int, str], int]:
+    """The ids of a gateway's series by (kind, phase, device), adding those that are new."""
     if not keys:
         return {}
     table = _table(Series)
@@ -308,20 +323,108 @@ def _series_ids(
 
 
 def _latest_values(
-    conn: Connection, table: Table, time_column: str, series_ids: list[int], names: Sequence[str]
+    conn: Connection,
+    table: Table,
+    time_column: str,
+    series_ids: list[int],
+    names: Sequence[str],
+    before: datetime | None = None,
 ) -> dict[int, tuple[datetime, dict[str, Any]]]:
-    """The newest row of each series (one index lookup per series, also on SQLite)."""
+    """The newest row of each series, or its newest before `before` (one index lookup per series)."""
     if not series_ids:
         return {}
     inner = table.alias("newest")
-    newest = (
-        select(func.max(inner.c[time_column])).where(inner.c.series_id == table.c.series_id).scalar_subquery()
-    )
+    condition = inner.c.series_id == table.c.series_id
+    if before is not None:
+        condition = and_(condition, inner.c[time_column] < before)
+    newest = select(func.max(inner.c[time_column])).where(condition).scalar_subquery()
     query = select(table).where(and_(table.c.series_id.in_(series_ids), table.c[time_column] == newest))
     result = {}
     for row in conn.execute(query).mappings():
         result[row["series_id"]] = (row[time_column], {name: row[name] for name in names})
     return result
+
+
+@dataclass(frozen=True)
+class ReadingTable:
+    """A readings table: its time column and the value columns that change detection compares."""
+
+    table: Table
+    time_column: str
+    value_columns: tuple[str, ...]
+
+
+READING_TABLES = {
+    "meter": ReadingTable(_table(MeterSample), "read_at", _METER_VALUES),
+    "inverter": ReadingTable(_table(InverterSample), "reported_at", _INVERTER_VALUES),
+    "battery": ReadingTable(_table(BatterySample), "read_at", _BATTERY_VALUES),
+}
+
+
+def load_latest_readings(
+    conn: Connection, table: ReadingTable, series_ids: list[int], before: datetime | None = None
+) -> dict[int, tuple[datetime, dict[str, Any]]]:
+    """The newest stored row of each series (before `before`): its time and the values it compares."""
+    return _latest_values(conn, table.table, table.time_column, series_ids, table.value_columns, before)
+
+
+def save_rows_bulk(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> int:
+    """Insert many rows at once, skipping those whose unique key exists; return how many were added.
+
+    For speed the rows go to the driver as they are, past the column types: times are epoch seconds (int).
+    """
+    if not rows:
+        return 0
+    names = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        return _copy_rows(conn, table, columns, rows)
+    marks = ", ".join("?" for _ in columns)
+    insert = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608 - names from the models
+    return int(conn.exec_driver_sql(insert, rows).rowcount)
+
+
+def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> int:
+    """PostgreSQL: COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING from it.
+
+    COPY alone cannot skip existing keys; a binary COPY is some ten times faster than batched INSERTs.
+    """
+    stage = f"envoylog_stage_{table.name}"
+    types = [_copy_type(table.c[name]) for name in columns]
+    names = ", ".join(columns)
+    selected = ", ".join(
+        f"to_timestamp({name})" if isinstance(table.c[name].type, UtcDateTime) else name for name in columns
+    )
+    definition = ", ".join(f"{name} {kind}" for name, kind in zip(columns, types, strict=True))
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE {stage} ({definition})")
+        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table.name} ({names}) SELECT {selected} FROM {stage} ON CONFLICT DO NOTHING"  # noqa: S608 - names from the models
+        )
+        added = int(cursor.rowcount)
+        cursor.execute(f"DROP TABLE {stage}")
+    return added
+
+
+def _copy_type(column: Any) -> str:
+    """The PostgreSQL type a value of this column travels as in a binary COPY."""
+    kind = column.type
+    if isinstance(kind, UtcDateTime):
+        return "int8"  # epoch seconds, turned into timestamptz by the INSERT
+    if isinstance(kind, Boolean):
+        return "bool"
+    if isinstance(kind, Integer):
+        return "int8"
+    if isinstance(kind, Float):
+        return "float8"
+    return "text"
 
 
 def _insert_ignore(
@@ -342,6 +445,16 @@ def _insert(conn: Connection) -> Any:
 
 
 # --- runs ---
+
+RUNS_TABLE = _table(Run)
+
+
+def load_run_minutes(conn: Connection, gateway_id: int, start: datetime, end: datetime) -> set[int]:
+    """The minutes (epoch seconds // 60) in [start, end) in which a run of this gateway started."""
+    query = select(Run.started_at).where(
+        Run.gateway_id == gateway_id, Run.started_at >= start, Run.started_at < end
+    )
+    return {int(at.timestamp()) // 60 for (at,) in conn.execute(query)}
 
 
 def start_run(conn: Connection, gateway_name: str, now: datetime) -> int:

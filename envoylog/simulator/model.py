@@ -177,19 +177,29 @@ class _Plant:
 
     def battery_wh(self, t: float) -> float:
         """Energy stored in the batteries at `t`."""
+        return float(self.battery_whs(np.array([t], dtype=np.float64))[0])
+
+    def battery_whs(self, times: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Energy stored in the batteries at each of `times`."""
+        out = np.zeros(times.size)
         if not self.capacity_wh:
-            return 0.0
+            return out
         rows = self.rows
+        days = np.floor((np.maximum(times, self.installed_s) - self.shift_s) / DAY_S).astype(np.int64)
         with self._lock:
-            day = self._day(self.day_of(max(t, self.installed_s)))
-            seconds = min(max(t - day.start, 0.0), float(DAY_S))
-            minute = min(int(seconds // 60.0), MINUTES - 1)
-            share = min((seconds - 60.0 * minute) / 60.0, 1.0)
-            before = day.cumulative[:, minute]
-            within = before + share * (day.cumulative[:, minute + 1] - before)
-        stored = day.soc_start_wh + _BATTERY_EFFICIENCY * within[rows.charge]
-        stored -= within[rows.discharge] / _BATTERY_EFFICIENCY
-        return float(min(max(stored, 0.0), self.capacity_wh))
+            for day_index in np.unique(days).tolist():
+                day = self._day(day_index)
+                chosen = days == day_index
+                seconds = np.clip(times[chosen] - day.start, 0.0, float(DAY_S))
+                minute = np.minimum(seconds // 60.0, MINUTES - 1).astype(np.int64)
+                share = np.minimum((seconds - 60.0 * minute) / 60.0, 1.0)
+                flows = day.cumulative[[rows.charge, rows.discharge]]
+                before = flows[:, minute]
+                within = before + share * (flows[:, minute + 1] - before)
+                stored = day.soc_start_wh + _BATTERY_EFFICIENCY * within[0]
+                stored -= within[1] / _BATTERY_EFFICIENCY
+                out[chosen] = np.clip(stored, 0.0, self.capacity_wh)
+        return out
 
     def last_lit_end(self, t: float) -> float | None:
         """The end of the last sunlit minute that ended at or before `t` (None if none in days)."""
@@ -424,6 +434,16 @@ def _site_plant(site: Profile, seed: int) -> _Plant:
 
 
 @dataclass(frozen=True)
+class ReportHistory:
+    """Inverter reports over a stretch of time: grouped by inverter, in time order within each."""
+
+    inverter: NDArray[np.int64]  # index into GatewayModel.inverter_serials()
+    reported_at: NDArray[np.float64]  # epoch s (whole seconds)
+    interval_wh: NDArray[np.float64]
+    lifetime_wh: NDArray[np.float64]  # since installation, as of the report
+
+
+@dataclass(frozen=True)
 class _Report:
     inverter: _Inverter
     reported_at: float | None  # None: not reported since installation
@@ -579,6 +599,36 @@ class GatewayModel:
             for i, inv in enumerate(plant.inverters)
         ]
 
+    def report_history(self, start: float, end: float) -> ReportHistory:
+        """Every report the inverters made with its end in (start, end], as `_reports` sees them one by one.
+
+        An inverter reports every interval that saw sun, and once more (a report of zero) after the last
+        such interval; otherwise it is silent, so its latest report stays the one of zero.
+        """
+        plant, interval, offsets = self._plant, float(self.profile.report_interval_s), self._offsets
+        count = max(math.ceil((end - start) / interval), 0) + 1
+        latest = np.floor((start - offsets) / interval) * interval + offsets  # last end at or before start
+        # Two ends before `latest` as well: whether a report was sent depends on the interval before it.
+        ends = latest[:, None] + interval * np.arange(-2, count + 1)[None, :]
+        n, width = ends.shape
+        life = plant.lifetimes(ends.ravel()).reshape(n, width, self._rows.count)
+        lit = life[:, 1:, 0] - life[:, :-1, 0] > 0.0  # the interval ending at ends[:, 1:] saw sun
+        sent = lit[:, 1:] | lit[:, :-1]
+        at = ends[:, 2:]
+        keep = sent & (at > start) & (at <= end) & (at > plant.installed_s)
+        basis = self._rows.basis
+        coef = np.repeat(plant.coef, width - 2, axis=0)
+        lifetime = np.einsum("ij,ij->i", coef, life[:, 2:, basis].reshape(-1, 3))
+        before = np.einsum("ij,ij->i", coef, life[:, 1:-1, basis].reshape(-1, 3))
+        chosen = keep.ravel()
+        inverter = np.repeat(np.arange(n, dtype=np.int64), width - 2)
+        return ReportHistory(
+            inverter=inverter[chosen],
+            reported_at=at.ravel()[chosen],
+            interval_wh=(lifetime - before)[chosen],
+            lifetime_wh=lifetime[chosen],
+        )
+
     def _wrapped(self, t: float, quirks: Quirks) -> _Inverter | None:
         if quirks.counter_wrap_at is None or t < quirks.counter_wrap_at.timestamp():
             return None
@@ -655,10 +705,15 @@ class GatewayModel:
 
     def _grid(self, t: float, phase: int) -> tuple[float, float]:
         """Voltage of one phase and the grid frequency at `t`."""
+        volts, hz = self.grid(np.array([t], dtype=np.float64), phase)
+        return float(volts[0]), float(hz[0])
+
+    def grid(self, times: NDArray[np.float64], phase: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Voltage of one phase and the grid frequency at each of `times`."""
         americas = self.profile.longitude < -30.0
         nominal_v, nominal_hz = (120.0, 60.0) if americas else (230.0, 50.0)
-        volts = nominal_v * (1.0 + 0.025 * (float(value_noise(self.seed, 60 + phase, t, 600.0)) - 0.3))
-        hz = nominal_hz + 0.08 * (float(value_noise(self.seed, 59, t, 120.0)) - 0.5)
+        volts = nominal_v * (1.0 + 0.025 * (value_noise(self.seed, 60 + phase, times, 600.0) - 0.3))
+        hz = nominal_hz + 0.08 * (value_noise(self.seed, 59, times, 120.0) - 0.5)
         return volts, hz
 
     def _cts(self, m: _Moment, quirks: Quirks) -> tuple[pl.Ct, pl.Ct, pl.Ct]:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
+import numpy as np
+from numpy.typing import NDArray
+
 JsonDict = dict[str, Any]
 
 PRODUCTION = "production"
@@ -146,6 +149,16 @@ def _power_triangle(measurement: str, watts: float) -> tuple[float, float, float
         var = -(standing + per_watt * abs(watts))
     apparent = math.hypot(watts, var)
     return var, apparent, (watts / apparent if apparent else 0.0)
+
+
+def power_triangles(measurement: str, watts: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+    """`_power_triangle` for an array of watts: (reactive var, apparent VA)."""
+    per_watt, standing, _, _, _ = _REACTIVE[measurement]
+    if measurement == PRODUCTION:
+        var = np.where(watts > 0, per_watt * watts, _NIGHT_VAR)
+    else:
+        var = -(standing + per_watt * np.abs(watts))
+    return var, np.hypot(watts, var)
 
 
 def _energy_triangle(measurement: str, dlvd: float, rcvd: float) -> tuple[float, float, float]:
