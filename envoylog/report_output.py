@@ -16,23 +16,11 @@ import numpy as np
 import pandas as pd
 
 from envoylog.errors import ConfigError
+from envoylog.reports import DAILY_COLUMNS
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _DAY_WORDS = {"today": 0, "yesterday": 1}
 NO_VALUE = "-"
-DAY_COLUMNS = (
-    "gateway",
-    "day",
-    "production_wh",
-    "consumption_wh",
-    "import_wh",
-    "export_wh",
-    "self_consumed_wh",
-    "peak_watts",
-    "peak_at",
-    "coverage",
-    "notes",
-)
 _ENERGY_COLUMNS = ("production_wh", "consumption_wh", "import_wh", "export_wh", "self_consumed_wh")
 _HEADINGS = (
     "day",
@@ -185,7 +173,7 @@ def inverter_totals(inverters: pd.DataFrame) -> pd.DataFrame:
 def format_csv(days: pd.DataFrame, inverters: pd.DataFrame | None) -> str:
     """One row per gateway and day, energy in Wh, times in UTC; --inverters adds a column per inverter."""
     if days.empty:
-        return ",".join(DAY_COLUMNS)
+        return ",".join(DAILY_COLUMNS)
     table = pd.DataFrame(
         {
             "gateway": days["gateway"].astype(str),
@@ -196,7 +184,7 @@ def format_csv(days: pd.DataFrame, inverters: pd.DataFrame | None) -> str:
             "coverage": pd.to_numeric(days["coverage"], errors="coerce").round(4),
             "notes": ["; ".join(_notes(value)) for value in days["notes"]],
         },
-        columns=list(DAY_COLUMNS),
+        columns=list(DAILY_COLUMNS),
     )
     if inverters is not None and not inverters.empty:
         wide = inverters.assign(day=[as_date(value).isoformat() for value in inverters["day"]])

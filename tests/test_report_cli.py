@@ -25,7 +25,7 @@ from conftest import DATABASES, Site, empty_database
 from typer.testing import CliRunner, Result
 
 from envoylog.cli import app
-from envoylog.report_output import DAY_COLUMNS
+from envoylog.reports import DAILY_COLUMNS as DAY_COLUMNS
 from envoylog.simulator import Simulator
 
 runner = CliRunner()
@@ -195,6 +195,7 @@ def test_csv_has_the_documented_header_and_matches_the_json(db: Logged) -> None:
         csv.DictReader(io.StringIO(ok("--from", "2026-06-21", "--to", "2026-06-22", "--format", "csv")))
     )
     assert list(rows[0]) == list(DAY_COLUMNS)
+    assert set(DAY_COLUMNS) == JSON_DAY_KEYS  # the CSV carries the same fields as the JSON contract
     assert [row["day"] for row in rows] == ["2026-06-21", "2026-06-22"]
     (day,) = document("--day", DAY.isoformat())["days"]
     assert float(rows[0]["production_wh"]) == pytest.approx(day["production_wh"], abs=0.1)
