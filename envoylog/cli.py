@@ -10,11 +10,10 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
-from zoneinfo import ZoneInfo
 
 import typer
 from sqlalchemy import Engine
@@ -223,8 +222,9 @@ def report(
         from envoylog import plots, report_output, reports
 
         zone = options.settings().timezone
-        today = datetime.now(ZoneInfo(zone)).date()
-        first, last = report_output.report_period(day=day, start=start, end=end, month=month, today=today)
+        first, last = report_output.report_period(
+            day=day, start=start, end=end, month=month, today=_today(zone)
+        )
         if plot is not None:
             plots.require_matplotlib(plot)
         with _database(options) as engine:
@@ -357,9 +357,9 @@ def export(
     from envoylog import export as exporting
 
     def action(options: Options) -> None:
-        first, last = exporting.parse_period(start, end)
-        exporting.check_export(table, format, output)
         settings = options.settings()
+        first, last = exporting.parse_period(start, end, _today(settings.timezone))
+        exporting.check_export(table, format, output)
         with _database(options) as engine:
             try:
                 rows = exporting.export_readings(
@@ -413,6 +413,12 @@ def _database(options: Options) -> Iterator[Engine]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _today(timezone: str) -> date:
+    from envoylog.timeutil import today_in, zone_of
+
+    return today_in(zone_of(timezone))
 
 
 @db_app.command("upgrade")

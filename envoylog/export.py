@@ -10,15 +10,16 @@ import csv
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, select
 
-from envoylog.db.models import BatterySample, Gateway, InverterSample, MeterSample, Series
+from envoylog.db import repository
+from envoylog.db.models import BatterySample, InverterSample, MeterSample, Series
 from envoylog.errors import ConfigError
+from envoylog.timeutil import iso_z, local_day_bounds, parse_day, zone_of
 
 CHUNK_ROWS = 50_000
 PYARROW_MISSING = "Parquet export needs pyarrow: pip install pyarrow (or pip install 'envoylog[parquet]')"
@@ -88,20 +89,13 @@ TABLES = {
 FORMATS = ("csv", "parquet")
 
 
-def parse_period(start: str, end: str | None) -> tuple[date, date]:
+def parse_period(start: str, end: str | None, today: date) -> tuple[date, date]:
     """The first and last local day of `--from` and `--to` (which defaults to `--from`)."""
-    first = _day(start, "--from")
-    last = _day(end, "--to") if end is not None else first
+    first = parse_day(start, "--from", today)
+    last = parse_day(end, "--to", today) if end is not None else first
     if last < first:
         raise ConfigError(f"--to {last} is before --from {first}")
     return first, last
-
-
-def _day(value: str, option: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"bad {option} {value!r}: expected a day as YYYY-MM-DD") from None
 
 
 def check_export(table: str, format: str, output: Path | None) -> None:
@@ -131,9 +125,7 @@ def export_readings(
     """Write the readings of the local days `first`..`last` to `output` (or CSV to `stdout`); count them."""
     check_export(table, format, output)
     spec = TABLES[table]
-    zone = ZoneInfo(timezone)
-    start = datetime.combine(first, time(), zone).astimezone(UTC)
-    end = datetime.combine(last + timedelta(days=1), time(), zone).astimezone(UTC)
+    start, end = local_day_bounds(first, last, zone_of(timezone))
     chunks = _chunks(engine, spec, start, end, gateway)
     if format == "parquet":
         assert output is not None
@@ -171,31 +163,23 @@ def _chunks(
 
 def _series(conn: Any, spec: _Table, gateway: str | None) -> list[tuple[int, tuple[Any, ...]]]:
     """The series to export, each with the values of its series columns."""
+    gateways = {row.id: row.serial for row in repository.lookup_gateways(conn, gateway)}
     query = (
-        select(Series.id, Gateway.serial, Series.kind, Series.phase, Series.device)
-        .join(Gateway, Gateway.id == Series.gateway_id)
-        .where(Series.kind.in_(spec.kinds))
-        .order_by(Gateway.serial, Series.kind, Series.phase, Series.device)
+        select(Series.id, Series.gateway_id, Series.kind, Series.phase, Series.device)
+        .where(Series.kind.in_(spec.kinds), Series.gateway_id.in_(list(gateways)))
+        .order_by(Series.kind, Series.phase, Series.device)
     )
-    if gateway is not None:
-        query = query.where(or_(Gateway.serial == gateway, Gateway.name == gateway))
     found = []
-    for sid, serial, kind, phase, device in conn.execute(query):
-        named = {"gateway": serial, "kind": kind, "phase": phase, "serial": _device(device)}
+    for sid, gateway_id, kind, phase, device in conn.execute(query):
+        named = {"gateway": gateways[gateway_id], "kind": kind, "phase": phase, "serial": _device(device)}
         found.append((sid, tuple(named[name] for name in spec.series_columns)))
-    if gateway is not None and not found:
-        raise ConfigError(f"no stored gateway has the name or serial {gateway!r}")
-    return found
+    # Gateway by gateway, each in the order of its series.
+    return sorted(found, key=lambda item: str(item[1][0]))
 
 
 def _device(device: str) -> str | None:
     """A device's serial; the AC Battery aggregate, stored as "acb", has none."""
     return None if device in ("", "acb") else device
-
-
-def _iso(at: datetime) -> str:
-    # Stored times are whole seconds in UTC: "2026-06-21T10:00:00+00:00" -> "2026-06-21T10:00:00Z".
-    return at.isoformat()[:19] + "Z"
 
 
 def _write_csv(spec: _Table, chunks: Iterator[list[tuple[Any, ...]]], stream: TextIO) -> int:
@@ -204,7 +188,7 @@ def _write_csv(spec: _Table, chunks: Iterator[list[tuple[Any, ...]]], stream: Te
     at = len(spec.series_columns)
     count = 0
     for chunk in chunks:
-        writer.writerows((*row[:at], _iso(row[at]), *row[at + 1 :]) for row in chunk)
+        writer.writerows((*row[:at], iso_z(row[at]), *row[at + 1 :]) for row in chunk)
         count += len(chunk)
     return count
 

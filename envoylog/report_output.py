@@ -17,9 +17,9 @@ import pandas as pd
 
 from envoylog.errors import ConfigError
 from envoylog.reports import DAILY_COLUMNS
+from envoylog.timeutil import parse_day
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_DAY_WORDS = {"today": 0, "yesterday": 1}
 NO_VALUE = "-"
 _ENERGY_COLUMNS = ("production_wh", "consumption_wh", "import_wh", "export_wh", "self_consumed_wh")
 _HEADINGS = (
@@ -61,17 +61,6 @@ def report_period(
         return _month(month, today)
     yesterday = today - timedelta(days=1)
     return yesterday, yesterday
-
-
-def parse_day(value: str, option: str, today: date) -> date:
-    """A local day given as YYYY-MM-DD, `today` or `yesterday`."""
-    word = value.strip().lower()
-    if word in _DAY_WORDS:
-        return today - timedelta(days=_DAY_WORDS[word])
-    try:
-        return date.fromisoformat(word)
-    except ValueError:
-        raise ConfigError(f"bad {option} {value!r}: expected a date like 2026-06-21") from None
 
 
 def _month(value: str, today: date) -> tuple[date, date]:

@@ -47,9 +47,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
+from envoylog.db import repository
 from envoylog.db.engine import describe_db_error
 from envoylog.db.migrate import open_database
-from envoylog.db.models import Gateway, InverterSample, MeterSample, Run, Series
+from envoylog.db.models import InverterSample, MeterSample, Run, Series
 from envoylog.db.types import UtcDateTime
 from envoylog.errors import ConfigError, DatabaseError
 
@@ -240,14 +241,7 @@ def _connection(db: Engine | str) -> Iterator[Connection]:
 
 
 def _gateways(conn: Connection, gateway: str | None) -> list[tuple[int, str]]:
-    query = select(Gateway.id, Gateway.serial).order_by(Gateway.serial)
-    if gateway is None:
-        return [(gid, serial) for gid, serial in conn.execute(query)]
-    found = conn.execute(query.where(Gateway.serial == gateway)).all()
-    found = found or conn.execute(query.where(Gateway.name == gateway)).all()
-    if not found:
-        raise ConfigError(f"no gateway {gateway!r} in the database: give its serial or its configured name")
-    return [(gid, serial) for gid, serial in found]
+    return [(row.id, row.serial) for row in repository.lookup_gateways(conn, gateway)]
 
 
 def _site_series(conn: Connection, gateway_id: int) -> dict[str, int]:

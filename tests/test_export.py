@@ -167,11 +167,17 @@ def test_parquet_without_pyarrow_says_how_to_get_it(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--from", "2025-06-31"], "bad --from '2025-06-31': expected a day as YYYY-MM-DD"),
+        (
+            ["--from", "2025-06-31"],
+            "bad --from '2025-06-31': expected a date like 2026-06-21, today or yesterday",
+        ),
         (["--from", DAY, "--to", "2025-06-20"], "--to 2025-06-20 is before --from 2025-06-21"),
         (["--from", DAY, "--format", "xlsx"], "--format must be csv or parquet"),
         (["--from", DAY, "--table", "runs"], "--table must be one of meters, inverters, batteries"),
-        (["--from", DAY, "--gateway", "barn"], "no stored gateway has the name or serial 'barn'"),
+        (
+            ["--from", DAY, "--gateway", "barn"],
+            "no gateway 'barn' in the database: give its serial or its configured name",
+        ),
     ],
 )
 def test_bad_requests_are_exit_2_with_one_line(filled: str, options: list[str], message: str) -> None:

@@ -23,6 +23,7 @@ from envoylog.db.models import (
     Series,
 )
 from envoylog.db.types import UtcDateTime
+from envoylog.errors import ConfigError
 from envoylog.gateway.tokens import TokenInfo
 from envoylog.readings import BatteryReading, GatewayInfo, InverterReading, MeterReading
 
@@ -151,6 +152,23 @@ def find_gateway(conn: Connection, *, name: str | None = None, serial: str | Non
         query = select(Gateway).where(Gateway.name == name).order_by(Gateway.last_seen_at.desc()).limit(1)
         return conn.execute(query).one_or_none()
     return None
+
+
+def lookup_gateways(conn: Connection, name_or_serial: str | None) -> list[Row[Any]]:
+    """Every stored gateway by serial; or the one with this serial, else those with this configured name.
+
+    The one lookup behind every command's `--gateway`, so they all accept the same words and fail alike.
+    """
+    query = select(Gateway).order_by(Gateway.serial)
+    if name_or_serial is None:
+        return list(conn.execute(query))
+    found = list(conn.execute(query.where(Gateway.serial == name_or_serial)))
+    found = found or list(conn.execute(query.where(Gateway.name == name_or_serial)))
+    if not found:
+        raise ConfigError(
+            f"no gateway {name_or_serial!r} in the database: give its serial or its configured name"
+        )
+    return found
 
 
 def list_gateways(conn: Connection) -> list[Row[Any]]:
