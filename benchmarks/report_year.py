@@ -73,7 +73,7 @@ def main() -> None:
     suffix = "-no-net-counters" if args.no_net_counters else ""
     default = Path(tempfile.gettempdir()) / f"envoylog-report-year-{args.days}{suffix}.db"
     db_url = args.db or f"sqlite:///{default}"
-    engine = open_database(db_url)
+    engine = open_database(db_url, create=True)
     if not (args.reuse and _has_history(engine)):
         began = time.perf_counter()
         build_history(engine, args.days, net_counters=not args.no_net_counters)

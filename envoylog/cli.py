@@ -3,43 +3,56 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy import Engine
 
 from envoylog import __version__
-from envoylog.config import Settings, load_settings
-from envoylog.errors import EXIT_CODES, ConfigError, EnvoylogError
-
-T = TypeVar("T")
-
-_EXIT_CODES_HELP = "\n\n".join(f"{code}: {meaning}" for code, meaning in EXIT_CODES.items())
+from envoylog.cli_support import (
+    EnvoylogGroup,
+    Options,
+    environment_help,
+    exit_codes_help,
+    global_options,
+    run_cli,
+)
+from envoylog.errors import ConfigError
 
 app = typer.Typer(
     name="envoylog",
+    cls=EnvoylogGroup,
     help=(
         "Log an Enphase Envoy / IQ Gateway into SQLite or PostgreSQL, and report daily yield.\n\n"
-        f"Exit codes:\n\n{_EXIT_CODES_HELP}"
+        "Try it without hardware: envoylog demo. Every command takes --db, --config and -v, "
+        "before or after the command's name."
     ),
+    epilog=f"{environment_help()}\n\n{exit_codes_help()}",
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="Database schema: upgrade it, or show its revision.", no_args_is_help=True)
+db_app = typer.Typer(
+    cls=EnvoylogGroup,
+    help="Database schema: upgrade it, or show its revision.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(db_app, name="db")
-auth_app = typer.Typer(help="Enphase tokens and gateway sessions.", no_args_is_help=True)
+auth_app = typer.Typer(
+    cls=EnvoylogGroup,
+    help="Enphase tokens and gateway sessions.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(auth_app, name="auth")
 
 
@@ -56,21 +69,10 @@ class Format(StrEnum):
 FormatOption = Annotated[Format, typer.Option("--format", help="table for people, json for programs.")]
 GatewayOption = Annotated[
     str | None,
-    typer.Option("--gateway", help="The configured gateway's name (default: all, or the only one)."),
+    typer.Option(
+        "--gateway", metavar="NAME", help="The configured gateway's name (default: all, or the only one)."
+    ),
 ]
-
-
-@dataclass
-class Options:
-    """The options every command takes."""
-
-    db: str | None = None
-    config: Path | None = None
-    verbose: bool = False
-
-    def settings(self) -> Settings:
-        """The validated settings for this invocation."""
-        return load_settings(db=self.db, config=self.config)
 
 
 def _version(value: bool) -> None:
@@ -80,60 +82,41 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@global_options
 def main_options(
     ctx: typer.Context,
-    db: Annotated[
-        str | None, typer.Option("--db", help="SQLAlchemy URL of the database [env: ENVOYLOG_DB].")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML config file [env: ENVOYLOG_CONFIG].")
-    ] = None,
-    verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="Tell what happens; tracebacks on errors.")
-    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Options shared by every command."""
-    ctx.obj = Options(db=db, config=config, verbose=verbose)
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="envoylog: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    """Log an Enphase Envoy / IQ Gateway into SQLite or PostgreSQL, and report daily yield."""
 
 
-def run_cli(ctx: typer.Context, action: Callable[[Options], T]) -> T:
-    """Run `action`, turning the project's errors into one line on stderr and their exit code."""
-    options: Options = ctx.find_object(Options) or Options()
-    try:
-        return action(options)
-    except EnvoylogError as exc:
-        _fail(str(exc), exc.status, options.verbose)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130, options.verbose)
-    except Exception as exc:
-        _fail(f"internal error: {type(exc).__name__}: {exc}", 1, options.verbose)
+@db_app.callback()
+@global_options
+def db_options(ctx: typer.Context) -> None:
+    """Database schema: upgrade it, or show its revision."""
 
 
-def _fail(message: str, code: int, verbose: bool) -> NoReturn:
-    if verbose:
-        traceback.print_exc(file=sys.stderr)
-    typer.echo(f"envoylog: error: {message}", err=True)
-    raise typer.Exit(code)
+@auth_app.callback()
+@global_options
+def auth_options(ctx: typer.Context) -> None:
+    """Enphase tokens and gateway sessions."""
 
 
 @app.command()
+@global_options
 def collect(
     ctx: typer.Context,
     every: Annotated[
         float | None,
-        typer.Option(help="Keep polling every N seconds (daemon mode); stops on SIGTERM/SIGINT."),
+        typer.Option(
+            metavar="SECONDS", help="Keep polling every N seconds (daemon mode); stops on SIGTERM/SIGINT."
+        ),
     ] = None,
-    deadline: Annotated[float, typer.Option(help="Seconds one run may take in all.")] = 50.0,
+    deadline: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds one run may take in all.")
+    ] = 50.0,
 ) -> None:
     """Read every configured gateway once and store what changed. Silent on success."""
     from envoylog.collect import collect_all, raise_for_runs
@@ -156,6 +139,7 @@ def collect(
 
 
 @app.command()
+@global_options
 def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """The latest stored readings of every gateway."""
     from envoylog.overview import format_latest, latest_document
@@ -164,11 +148,54 @@ def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
 
 
 @app.command()
+@global_options
 def status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """Per gateway: firmware, last success, last error, token expiry, rows stored; database size."""
     from envoylog.overview import format_status, status_document
 
     _show(ctx, format, lambda engine: status_document(engine, _now()), format_status)
+
+
+class DemoProfile(StrEnum):
+    """The simulated hardware the demo can collect and fill."""
+
+    standard = "standard"
+    metered = "metered"
+    battery = "battery"
+    legacy = "legacy"
+
+
+class SimulatorProfile(StrEnum):
+    """Every hardware profile of the simulator (a test keeps this list equal to the simulator's)."""
+
+    standard = "standard"
+    metered = "metered"
+    battery = "battery"
+    legacy = "legacy"
+    metered_no_cts = "metered-no-cts"
+    stalled_api = "stalled-api"
+    zero_api = "zero-api"
+    total_is_net = "total-is-net"
+    phantom_channels = "phantom-channels"
+    many_inverters = "many-inverters"
+    acb = "acb"
+    booting = "booting"
+    html_only = "html-only"
+
+
+class ExportTable(StrEnum):
+    """What `export` writes."""
+
+    meters = "meters"
+    inverters = "inverters"
+    batteries = "batteries"
+
+
+class ExportFormat(StrEnum):
+    """How `export` writes it."""
+
+    csv = "csv"
+    parquet = "parquet"
 
 
 class ReportFormat(StrEnum):
@@ -180,6 +207,7 @@ class ReportFormat(StrEnum):
 
 
 @app.command()
+@global_options
 def report(
     ctx: typer.Context,
     day: Annotated[
@@ -211,7 +239,7 @@ def report(
             metavar="FILE.png",
             help=(
                 "Also draw it: a day's power curves, or a range's daily energy "
-                "(needs pip install 'envoylog\\[plots]')."
+                "(needs pip install 'envoylog[plots]')."
             ),
         ),
     ] = None,
@@ -242,6 +270,7 @@ def report(
 
 
 @auth_app.command("status")
+@global_options
 def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """Token and session of every gateway (never the secrets themselves)."""
     from envoylog.overview import auth_document, format_auth
@@ -250,6 +279,7 @@ def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None
 
 
 @auth_app.command("login")
+@global_options
 def auth_login(ctx: typer.Context, gateway: GatewayOption = None) -> None:
     """Get a new token from the Enphase cloud now and store it (ignores the wait after failed logins)."""
     from envoylog.auth_admin import choose_one, describe_token, login
@@ -257,7 +287,7 @@ def auth_login(ctx: typer.Context, gateway: GatewayOption = None) -> None:
     def action(options: Options) -> None:
         settings = options.settings()
         chosen = choose_one(settings, gateway)
-        with _database(options) as engine:
+        with _database(options, create=True) as engine:
             serial, token = login(engine, settings, chosen, _now())
         typer.echo(describe_token(serial, token, _now()))
 
@@ -265,9 +295,12 @@ def auth_login(ctx: typer.Context, gateway: GatewayOption = None) -> None:
 
 
 @auth_app.command("set-token")
+@global_options
 def auth_set_token(
     ctx: typer.Context,
-    token: Annotated[str, typer.Argument(help="The token, or - to read it from standard input.")],
+    token: Annotated[
+        str, typer.Argument(metavar="TOKEN", help="The token, or - to read it from standard input.")
+    ],
     gateway: GatewayOption = None,
 ) -> None:
     """Store a token you pasted (for accounts with multi-factor authentication); it is checked first."""
@@ -277,7 +310,7 @@ def auth_set_token(
         raw = sys.stdin.read() if token == STDIN else token
         settings = options.settings()
         chosen = choose_one(settings, gateway)
-        with _database(options) as engine:
+        with _database(options, create=True) as engine:
             serial, info = set_token(engine, chosen, raw, _now())
         typer.echo(describe_token(serial, info, _now()))
 
@@ -285,6 +318,7 @@ def auth_set_token(
 
 
 @auth_app.command("logout")
+@global_options
 def auth_logout(ctx: typer.Context, gateway: GatewayOption = None) -> None:
     """Delete the stored tokens and sessions (of one gateway with --gateway, else of every gateway)."""
     from envoylog.auth_admin import choose_gateways, logout
@@ -300,57 +334,72 @@ def auth_logout(ctx: typer.Context, gateway: GatewayOption = None) -> None:
 
 
 @app.command()
+@global_options
 def demo(
     ctx: typer.Context,
-    cycles: Annotated[int, typer.Option(help="Collect cycles, a simulated minute apart.")] = 5,
-    profile: Annotated[
-        str, typer.Option(help="Simulated hardware: standard, metered, battery, legacy.")
-    ] = "metered",
+    profile: Annotated[DemoProfile, typer.Option(help="The simulated hardware.")] = DemoProfile.metered,
+    day: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DATE", help="The simulated day to collect: YYYY-MM-DD or yesterday (the default)."
+        ),
+    ] = None,
     days: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="Instead, fill the database with the simulator's last N days (ending yesterday), "
-            "as a collector polling every minute would have stored them."
+            "as a collector polling every minute would have stored them.",
         ),
     ] = None,
 ) -> None:
-    """The no-hardware tour: a simulated gateway, a few collect cycles, the latest readings."""
-    from envoylog.demo import run_demo, run_history
-    from envoylog.simulator.profiles import get_profile
+    """The no-hardware tour: a simulated day collected by the real collector, and its daily report.
+
+    The demo uses a database of its own (demo.db in the user data directory) unless --db names one.
+    """
+    from envoylog.config import validate_db_url
+    from envoylog.demo import default_demo_db_url, run_demo, run_history
 
     def action(options: Options) -> None:
-        try:
-            get_profile(profile)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        db_url = validate_db_url(options.db) if options.db else default_demo_db_url()
         if days is not None:
-            run_history(options.settings(), days=days, profile=profile, now=_now(), echo=typer.echo)
+            run_history(db_url, days=days, profile=profile.value, now=_now(), echo=typer.echo)
             return
-        if cycles < 1:
-            raise ConfigError("--cycles must be at least 1")
-        run_demo(options.settings(), cycles=cycles, profile=profile, echo=typer.echo)
+        run_demo(
+            db_url, profile=profile.value, day=day, now=_now(), echo=typer.echo, own_database=not options.db
+        )
 
     run_cli(ctx, action)
 
 
 @app.command()
+@global_options
 def export(
     ctx: typer.Context,
-    start: Annotated[str, typer.Option("--from", help="First local day, YYYY-MM-DD.")],
+    start: Annotated[
+        str, typer.Option("--from", metavar="DATE", help="First local day: YYYY-MM-DD, today or yesterday.")
+    ],
     end: Annotated[
-        str | None, typer.Option("--to", help="Last local day, included (default: --from).")
+        str | None,
+        typer.Option("--to", metavar="DATE", help="Last local day, included (default: --from)."),
     ] = None,
     table: Annotated[
-        str, typer.Option(help="meters (site channels and phases), inverters or batteries.")
-    ] = "meters",
+        ExportTable, typer.Option(help="meters (site channels and phases), inverters or batteries.")
+    ] = ExportTable.meters,
     format: Annotated[
-        str, typer.Option("--format", help="csv, or parquet (needs pyarrow and --output).")
-    ] = "csv",
+        ExportFormat, typer.Option("--format", help="csv, or parquet (needs pyarrow and --output).")
+    ] = ExportFormat.csv,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file (CSV: default standard output).")
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write to this file (CSV: default standard output)."
+        ),
     ] = None,
     gateway: Annotated[
-        str | None, typer.Option("--gateway", help="Only this gateway: its configured name or its serial.")
+        str | None,
+        typer.Option(
+            "--gateway", metavar="NAME|SERIAL", help="Only this gateway: its configured name or its serial."
+        ),
     ] = None,
 ) -> None:
     """The stored readings of a period (local days in the configured zone) as CSV or Parquet, streamed."""
@@ -359,7 +408,7 @@ def export(
     def action(options: Options) -> None:
         settings = options.settings()
         first, last = exporting.parse_period(start, end, _today(settings.timezone))
-        exporting.check_export(table, format, output)
+        exporting.check_export(table.value, format.value, output)
         with _database(options) as engine:
             try:
                 rows = exporting.export_readings(
@@ -367,8 +416,8 @@ def export(
                     first,
                     last,
                     timezone=settings.timezone,
-                    table=table,
-                    format=format,
+                    table=table.value,
+                    format=format.value,
                     output=output,
                     stdout=sys.stdout,
                     gateway=gateway,
@@ -379,7 +428,7 @@ def export(
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 return
         if output is not None:
-            typer.echo(f"exported {rows:,} {table} readings of {first} to {last} to {output}")
+            typer.echo(f"exported {rows:,} {table.value} readings of {first} to {last} to {output}")
 
     run_cli(ctx, action)
 
@@ -401,10 +450,11 @@ def _show(
 
 
 @contextmanager
-def _database(options: Options) -> Iterator[Engine]:
+def _database(options: Options, *, create: bool = False) -> Iterator[Engine]:
+    """The database, at the newest schema; only the commands that write may `create` it."""
     from envoylog.db.migrate import open_database
 
-    engine = open_database(options.settings().db_url)
+    engine = open_database(options.settings().db_url, create=create)
     try:
         yield engine
     finally:
@@ -422,13 +472,14 @@ def _today(timezone: str) -> date:
 
 
 @db_app.command("upgrade")
+@global_options
 def db_upgrade(ctx: typer.Context) -> None:
     """Upgrade the database schema to the newest revision (also done automatically on first use)."""
     from envoylog.db.engine import create_db_engine
     from envoylog.db.migrate import current_revision, upgrade
 
     def action(options: Options) -> None:
-        engine = create_db_engine(options.settings().db_url)
+        engine = create_db_engine(options.settings().db_url, create=True)
         try:
             applied = upgrade(engine)
             if options.verbose:
@@ -441,6 +492,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 
 @db_app.command("current")
+@global_options
 def db_current(ctx: typer.Context) -> None:
     """Print the database's schema revision and the newest one this envoylog knows."""
     from envoylog.db.engine import create_db_engine
@@ -458,43 +510,59 @@ def db_current(ctx: typer.Context) -> None:
 
 
 @app.command()
+@global_options
 def simulate(
     ctx: typer.Context,
     profile: Annotated[
-        str,
+        SimulatorProfile,
         typer.Option(
-            help="Hardware profile: standard, metered, battery, legacy, or one with a quirk (see the README)."
+            metavar="PROFILE",
+            help="Hardware: standard, metered, battery, legacy, or one with a quirk (README): "
+            + ", ".join(list(SimulatorProfile)[4:])
+            + ".",
         ),
-    ] = "metered",
-    port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1 (0: any free port).")] = 8443,
+    ] = SimulatorProfile.metered,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Gateway port on 127.0.0.1 (0: any free port).")
+    ] = 8443,
     cloud_port: Annotated[
-        int | None, typer.Option(help="Port of the simulated Enphase cloud (default: the gateway port + 1).")
+        int | None,
+        typer.Option(
+            metavar="PORT", help="Port of the simulated Enphase cloud (default: the gateway port + 1)."
+        ),
     ] = None,
-    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    speed: Annotated[float, typer.Option(metavar="FACTOR", help="Simulated seconds per real second.")] = 1.0,
     start: Annotated[
-        str | None, typer.Option(help="Simulated start time, ISO 8601 (default: now, or where it stopped).")
+        str | None,
+        typer.Option(
+            metavar="TIME",
+            help="Simulated start time, ISO 8601 with a zone (default: now, or where it stopped).",
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the weather and the house load.")] = 1,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the weather and the house load.")] = 1,
     fault: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="FAULT",
             help=(
                 "Start with a fault: mfa, wrong-password, cloud-down, late-reset, counter-wrap, booting, "
                 "or PATH=STATUS|malformed|hang:SECONDS. Repeatable."
-            )
+            ),
         ),
     ] = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where the simulator keeps its keys, certificates and clock (default: user data dir)."
+            metavar="DIR",
+            help="Where the simulator keeps its keys, certificates and clock (default: user data dir).",
         ),
     ] = None,
     capture: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Replay a real gateway instead: a folder of captured responses (as in envoy-captures), "
-            "served with their recorded status codes, at their capture time unless --start is given."
+            "served with their recorded status codes, at their capture time unless --start is given.",
         ),
     ] = None,
 ) -> None:
@@ -504,7 +572,7 @@ def simulate(
     def action(_options: Options) -> None:
         start_at = _parse_start(start)
         serve_simulator(
-            profile=profile,
+            profile=profile.value,
             port=port,
             cloud_port=cloud_port,
             speed=speed,

@@ -90,7 +90,7 @@ def collect_all(
 ) -> list[GatewayRun]:
     """One poll cycle of every configured gateway, one after another, under the database's collect lock."""
     started = time.monotonic()
-    engine = open_database(settings.db_url)
+    engine = open_database(settings.db_url, create=True)
     try:
         with collect_lock(engine):
             runs = []

@@ -30,6 +30,20 @@ DEFAULT_ENLIGHTEN_URL = "https://enlighten.enphaseenergy.com"
 DEFAULT_ENTREZ_URL = "https://entrez.enphaseenergy.com"
 DEFAULT_GATEWAY_NAME = "default"
 
+# Every environment variable envoylog reads, for `--help` and the README (a test keeps both in step).
+ENVIRONMENT = {
+    "ENVOYLOG_DB": "SQLAlchemy URL of the database",
+    "ENVOYLOG_CONFIG": "the TOML config file",
+    "ENVOYLOG_HOST": "gateway address: host, host:port or a URL",
+    "ENVOYLOG_USERNAME": "Enphase account (Enlighten) e-mail",
+    "ENVOYLOG_PASSWORD": "Enphase account password",
+    "ENVOYLOG_TOKEN": "a token pasted by the user (accounts with MFA)",
+    "ENVOYLOG_SERIAL": "expected gateway serial; a mismatch is an error",
+    "ENVOYLOG_TIMEZONE": "IANA zone that defines a day in reports",
+    "ENVOYLOG_ENLIGHTEN_URL": "base URL of the Enlighten login service",
+    "ENVOYLOG_ENTREZ_URL": "base URL of the Entrez token service",
+}
+
 _GATEWAY_KEYS = {"host", "username", "password", "token", "serial", "fingerprint"}
 # A file for one gateway may keep its host, token, serial and fingerprint at the top level.
 _SINGLE_GATEWAY_KEYS = {"host", "token", "serial", "fingerprint"}

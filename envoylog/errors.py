@@ -15,6 +15,10 @@ class EnvoylogError(Exception):
         """The exit code this error ends the command with."""
         return self.exit_code
 
+    def _render_traceback_(self) -> list[str]:
+        """In a notebook, one line like the command's: the message says what to do, a traceback does not."""
+        return [f"envoylog: error: {self}"]
+
 
 class ConfigError(EnvoylogError):
     """Bad usage or configuration: a bad host, database URL, config file or option."""
@@ -26,6 +30,10 @@ class AuthError(EnvoylogError):
     """Authentication needs the user: bad credentials, MFA without a token, a token that cannot be renewed."""
 
     exit_code = 3
+
+
+class NoData(ConfigError):
+    """The database holds nothing for what was asked (a notebook stops here with this message)."""
 
 
 class GatewayError(EnvoylogError):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -107,20 +107,26 @@ def fill_history(
     last_day: date,
     *,
     profile: str = "metered",
+    serial: str | None = None,
     gateway: str = "demo",
     seed: int = 1,
     echo: Callable[[str], None] | None = None,
 ) -> HistorySummary:
-    """Store what a collector polling the simulated `profile` every minute would store on these days."""
+    """Store what a collector polling the simulated `profile` every minute would store on these days.
+
+    `serial` stores the simulated gateway under another serial than the profile's (the demo has its own).
+    """
     began = time.monotonic()
     site = _profile(profile)
+    if serial is not None:
+        site = replace(site, serial=serial)
     model = GatewayModel(site, seed=seed)
     zone = ZoneInfo(site.timezone)
     installed = site.installed_at.astimezone(zone).date()
     if last_day < installed:
         raise ConfigError(f"the simulated {profile} gateway was installed on {installed}: pick later days")
     first_day = max(first_day, installed)
-    engine = open_database(db_url)
+    engine = open_database(db_url, create=True)
     try:
         with collect_lock(engine), ThreadPoolExecutor(max_workers=1) as pool:
             state = _prepare(engine, model, gateway, _midnight(first_day, zone), _midnight(last_day, zone, 1))

@@ -49,7 +49,7 @@ from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from envoylog.db import repository
 from envoylog.db.engine import describe_db_error
-from envoylog.db.migrate import open_database
+from envoylog.db.migrate import open_database, require_database
 from envoylog.db.models import InverterSample, MeterSample, Run, Series
 from envoylog.db.types import UtcDateTime
 from envoylog.errors import ConfigError, DatabaseError
@@ -224,7 +224,9 @@ def _local_days(start: date, end: date, timezone: str) -> list[_Day]:
 
 @contextmanager
 def _connection(db: Engine | str) -> Iterator[Connection]:
-    engine = open_database(db) if isinstance(db, str) else db
+    engine = open_database(db, create=False) if isinstance(db, str) else db
+    if not isinstance(db, str):
+        require_database(engine)
     try:
         with engine.connect() as conn:
             if conn.dialect.name == "postgresql":

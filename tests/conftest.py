@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +175,56 @@ def quiet_tls() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureRequestWarning)
         yield
+
+
+def envoylog_command() -> list[str]:
+    """The installed `envoylog` script beside this interpreter, else `python -m envoylog`."""
+    script = Path(sys.executable).with_name("envoylog")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "envoylog"]
+
+
+def user_environment(home: Path, **extra: str) -> dict[str, str]:
+    """A user's environment with `home` as HOME, no ENVOYLOG_* settings, and `extra` on top."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ENVOYLOG_")}
+    env.pop("REQUESTS_CA_BUNDLE", None)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """`envoylog demo` as a new user runs it: a home of its own, the installed command, its output."""
+
+    home: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def database(self) -> Path:
+        """Where the demo says it keeps its database."""
+        return self.home / ".local" / "share" / "envoylog" / "demo.db"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The README's first command, run once for the session (it collects a whole simulated day)."""
+    home = tmp_path_factory.mktemp("demo-home")
+    started = datetime.now(UTC)
+    done = subprocess.run(
+        [*envoylog_command(), "demo"],
+        env=user_environment(home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return DemoRun(home, done.returncode, done.stdout, done.stderr, started, datetime.now(UTC))

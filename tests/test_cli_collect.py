@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Site
+from conftest import Site, envoylog_command
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -270,6 +270,7 @@ def test_latest_table_shows_the_serial_and_the_production_watts(cli: Site) -> No
 
 
 def test_latest_on_an_empty_database_says_so_kindly(db_url: str, isolated_env: Path) -> None:
+    assert envoylog("--db", db_url, "db", "upgrade").exit_code == 0
     table = envoylog("--db", db_url, "latest")
     assert table.exit_code == 0 and table.stderr == ""
     assert "nothing stored yet" in table.stdout and "envoylog collect" in table.stdout
@@ -322,6 +323,7 @@ def stored_time(site: Site, column: Any, *where: Any) -> str:
 
 
 def test_auth_status_json_follows_the_contract_after_a_collect_with_credentials(cli: Site) -> None:
+    assert envoylog("db", "upgrade").exit_code == 0
     assert envoylog("auth", "status").stdout.startswith("no gateway known yet")
     assert_ok_and_silent(envoylog("collect"))
     result = envoylog("auth", "status", "--format", "json")
@@ -515,7 +517,7 @@ def test_database_error_is_exit_5(
 
 
 def test_another_collect_holding_the_lock_is_exit_6(cli: Site) -> None:
-    engine = open_database(cli.db_url)
+    engine = open_database(cli.db_url, create=True)
     try:
         with collect_lock(engine):
             message = error_line(envoylog("collect"), 6)
@@ -594,12 +596,6 @@ def cron_environment(sim: Simulator, db_url: str, home: Path) -> dict[str, str]:
         **sim.environment(),
         "ENVOYLOG_DB": db_url,
     }
-
-
-def envoylog_command() -> list[str]:
-    """The installed `envoylog` script beside this interpreter, else `python -m envoylog`."""
-    script = Path(sys.executable).with_name("envoylog")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "envoylog"]
 
 
 def test_cron_run_is_silent_and_never_imports_pandas(cli: Site, tmp_path: Path) -> None:

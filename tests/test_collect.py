@@ -197,7 +197,7 @@ def test_unchanged_data_adds_no_rows(site: Site) -> None:
 
 def test_overlapping_collects_never_both_write(site: Site) -> None:
     site.collect()
-    engine = open_database(site.db_url)
+    engine = open_database(site.db_url, create=True)
     try:
         with collect_lock(engine), pytest.raises(LockedError) as info:
             collect_all(site.settings(), clock=site.sim.clock.now, cloud_verify=str(site.sim.ca_file))

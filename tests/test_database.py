@@ -12,6 +12,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from envoylog.cli import app
@@ -21,7 +22,7 @@ from envoylog.db.models import Base
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
-    engine = open_database(db_url)
+    engine = open_database(db_url, create=True)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     engine.dispose()
@@ -29,7 +30,7 @@ def test_models_and_migrations_agree(db_url: str) -> None:
 
 
 def test_first_use_upgrades_an_empty_database_and_second_use_changes_nothing(db_url: str) -> None:
-    engine = create_db_engine(db_url)
+    engine = create_db_engine(db_url, create=True)
     assert current_revision(engine) is None
     assert upgrade(engine) is True
     assert current_revision(engine) == head_revision()
@@ -39,7 +40,7 @@ def test_first_use_upgrades_an_empty_database_and_second_use_changes_nothing(db_
 
 
 def test_racing_upgrades_apply_the_migrations_once(db_url: str) -> None:
-    engines = [create_db_engine(db_url) for _ in range(4)]
+    engines = [create_db_engine(db_url, create=True) for _ in range(4)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         applied = list(pool.map(upgrade, engines))
     assert applied.count(True) == 1
@@ -50,15 +51,19 @@ def test_racing_upgrades_apply_the_migrations_once(db_url: str) -> None:
 
 def test_new_sqlite_file_is_private_to_its_owner(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "envoylog.db"
-    open_database(f"sqlite:///{path}").dispose()
+    open_database(f"sqlite:///{path}", create=True).dispose()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_db_commands(db_url: str, isolated_env: Path) -> None:
     runner = CliRunner()
     before = runner.invoke(app, ["--db", db_url, "db", "current"])
-    assert before.exit_code == 0, before.output
-    assert "current: none (empty database)" in before.stdout
+    if db_url.startswith("sqlite"):  # a file that is not there is not made by a command that only reads
+        assert before.exit_code == 2 and before.stderr.startswith("envoylog: error: no database at ")
+        assert not Path(make_url(db_url).database or "").exists()
+    else:
+        assert before.exit_code == 0, before.output
+        assert "current: none (empty database)" in before.stdout
     upgraded = runner.invoke(app, ["--db", db_url, "-v", "db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     after = runner.invoke(app, ["--db", db_url, "db", "current"])

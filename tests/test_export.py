@@ -172,8 +172,8 @@ def test_parquet_without_pyarrow_says_how_to_get_it(
             "bad --from '2025-06-31': expected a date like 2026-06-21, today or yesterday",
         ),
         (["--from", DAY, "--to", "2025-06-20"], "--to 2025-06-20 is before --from 2025-06-21"),
-        (["--from", DAY, "--format", "xlsx"], "--format must be csv or parquet"),
-        (["--from", DAY, "--table", "runs"], "--table must be one of meters, inverters, batteries"),
+        (["--from", DAY, "--format", "xlsx"], "Invalid value for '--format': 'xlsx' is not one of 'csv'"),
+        (["--from", DAY, "--table", "runs"], "Invalid value for '--table': 'runs' is not one of 'meters'"),
         (
             ["--from", DAY, "--gateway", "barn"],
             "no gateway 'barn' in the database: give its serial or its configured name",
@@ -195,7 +195,7 @@ def test_parquet_needs_an_output_file(filled: str) -> None:
 
 
 def test_rows_come_in_chunks_and_the_output_is_the_same(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = open_database(filled)
+    engine = open_database(filled, create=True)
     try:
         whole = io.StringIO()
         count = export.export_readings(

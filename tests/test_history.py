@@ -256,7 +256,7 @@ def test_demo_days_fills_the_database_from_the_command_line(db_url: str, isolate
     ("options", "message"),
     [
         (["--days", "0"], "--days must be at least 1"),
-        (["--days", "2", "--profile", "acb"], "--days can fill the profiles"),
+        (["--days", "2", "--profile", "acb"], "Invalid value for '--profile': 'acb' is not one of"),
     ],
 )
 def test_demo_days_refuses_what_it_cannot_do(options: list[str], message: str, tmp_path: Path) -> None:

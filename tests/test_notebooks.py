@@ -10,6 +10,7 @@ import nbformat
 import pytest
 import typer
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 from typer.testing import CliRunner
 
 from envoylog.cli import app
@@ -82,3 +83,38 @@ def test_notebook_runs_against_a_demo_database(name: str, demo_database: str, tm
     assert len(charts) >= CHARTS[name], f"{name} drew {len(charts)} charts"
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "No data" not in printed and "No inverter energy" not in printed, printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CHARTS))
+@pytest.mark.parametrize("database", ["missing", "empty"])
+def test_notebook_stops_with_one_clear_message_without_data(
+    name: str, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "data" / "envoylog.db"
+    url = f"sqlite:///{path}"
+    if database == "empty":
+        assert CliRunner().invoke(app, ["--db", url, "db", "upgrade"]).exit_code == 0
+    for variable in list(os.environ):
+        if variable.startswith("ENVOYLOG_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("ENVOYLOG_DB", url)
+    monkeypatch.setenv("ENVOYLOG_TIMEZONE", ZONE)
+    notebook = _read(name)
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    with pytest.raises(CellExecutionError):
+        client.execute()
+    errors = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
+    errors = [output for output in errors if output.output_type == "error"]
+    assert len(errors) == 1
+    (line,) = errors[0].traceback  # one line, no traceback: the message is what the user needs
+    expected = (
+        f"envoylog: error: no database at {path}: run envoylog collect or envoylog demo first"
+        if database == "missing"
+        else "envoylog: error: no "
+    )
+    assert line.startswith(expected), line
+    assert path.exists() == (database == "empty")  # a missing database stays missing, folder and all
+    assert path.parent.exists() == (database == "empty")

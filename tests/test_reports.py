@@ -111,7 +111,7 @@ def collected(
 
 def copy_rows(source_url: str, target_url: str) -> None:
     """Copy what reports read (gateways, series, readings, runs) to a new database, ids included."""
-    source, target = open_database(source_url), open_database(target_url)
+    source, target = open_database(source_url, create=True), open_database(target_url, create=True)
     try:
         with source.connect() as reading, target.begin() as writing:
             for model in (Gateway, Series, MeterSample, InverterSample, Run):
@@ -246,7 +246,7 @@ def write(
     name: str = "home",
 ) -> None:
     """Store the snapshots through the collector's own write path, and a successful run at each time."""
-    engine = open_database(db_url)
+    engine = open_database(db_url, create=True)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
         info = GatewayInfo(serial, "8.2.4345", "800-00654-r08", True, True)

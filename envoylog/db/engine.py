@@ -17,11 +17,27 @@ from envoylog.errors import ConfigError, DatabaseError
 SQLITE_BEGIN = "sqlite_begin"
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for `url`; a new SQLite file is created readable by its owner only."""
+class NoDatabase(ConfigError):
+    """A command that only reads was pointed at a database that does not exist (or holds no envoylog data)."""
+
+
+FIRST_STEP = "run envoylog collect or envoylog demo first"
+
+
+def create_db_engine(url: str, *, create: bool = False) -> Engine:
+    """An engine for `url`; with `create`, a new SQLite file (readable by its owner only) is made for it.
+
+    Without `create` a SQLite file that does not exist is refused: a mistyped path must not leave an empty
+    database (and its folders) behind.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, Path(parsed.database or ""))
+        path = Path(parsed.database or "")
+        if create:
+            _create_sqlite_file(path)
+        elif not path.is_file():
+            raise NoDatabase(f"no database at {path}: {FIRST_STEP}")
+        return _sqlite_engine(url)
     try:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
@@ -30,7 +46,7 @@ def create_db_engine(url: str) -> Engine:
         ) from None
 
 
-def _sqlite_engine(url: str, path: Path) -> Engine:
+def _create_sqlite_file(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
@@ -38,6 +54,9 @@ def _sqlite_engine(url: str, path: Path) -> Engine:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     except OSError as exc:
         raise DatabaseError(f"cannot create the SQLite database {path}: {exc.strerror}") from None
+
+
+def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.db.engine import SQLITE_BEGIN, create_db_engine, describe_db_error
+from envoylog.db.engine import FIRST_STEP, SQLITE_BEGIN, NoDatabase, create_db_engine, describe_db_error
 from envoylog.db.lock import PG_LOCK_KEY
 from envoylog.errors import DatabaseError
 
@@ -69,9 +69,38 @@ def upgrade(engine: Engine) -> bool:
         raise DatabaseError(f"cannot upgrade the database: {describe_db_error(exc)}") from None
 
 
-def open_database(url: str) -> Engine:
-    """An engine for `url` whose schema is at the newest revision (an empty database is created)."""
-    engine = create_db_engine(url)
-    if current_revision(engine) != head_revision():
-        upgrade(engine)
+def open_database(url: str, *, create: bool) -> Engine:
+    """An engine for `url` whose schema is at the newest revision.
+
+    Only the commands that write (`collect`, `demo`, `db upgrade`, `auth login|set-token`) pass `create`,
+    which makes a new database and its schema; every other use refuses a database without envoylog's tables.
+    """
+    engine = create_db_engine(url, create=create)
+    try:
+        revision = current_revision(engine)
+        if revision is None and not create:
+            raise NoDatabase(f"{describe_location(engine)} holds no envoylog data: {FIRST_STEP}")
+        if revision != head_revision():
+            upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+def require_database(engine: Engine) -> None:
+    """Refuse an engine whose database does not exist or holds no envoylog tables (never creating one)."""
+    if engine.dialect.name == "sqlite":
+        path = Path(engine.url.database or "")
+        if not path.is_file():
+            raise NoDatabase(f"no database at {path}: {FIRST_STEP}")
+    if current_revision(engine) is None:
+        raise NoDatabase(f"{describe_location(engine)} holds no envoylog data: {FIRST_STEP}")
+
+
+def describe_location(engine: Engine) -> str:
+    """Where a database is, for messages: a SQLite file's path, or PostgreSQL's host and database."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return f"the PostgreSQL database {url.database} on {url.host or 'localhost'}"

@@ -81,6 +81,12 @@ def serve_simulator(
         raise
     for line in describe(sim):
         echo(line)
+    if sim.rewound_from is not None:
+        echo(
+            "note: --start is before where this simulator's clock stopped "
+            f"({sim.rewound_from:%Y-%m-%d %H:%M} UTC): its lifetime counters start lower, which a database "
+            "that logged it sees as a reset"
+        )
     run_until_stopped(sim)
     echo("simulator stopped")
 

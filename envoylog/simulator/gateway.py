@@ -172,7 +172,7 @@ class Gateway:
             self._drop_lapsed(now)
             self._sessions[session_id] = _Session(claims, now)
         response = Response.text(200, "<!DOCTYPE html><h2>Valid token.</h2>\n", _HTML)
-        response.headers.append(("Set-Cookie", f"{SESSION_COOKIE}={session_id}; Secure; HttpOnly"))
+        response.headers.append(("Set-Cookie", f"{SESSION_COOKIE}={session_id}; Path=/; Secure; HttpOnly"))
         return response
 
     def _authorized(self, request: Request, now: datetime) -> bool:

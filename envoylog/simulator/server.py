@@ -63,6 +63,8 @@ class Simulator:
         self.profile: SiteProfile = model.profile
         self.serial = self.profile.serial
         self.clock = SimClock(start, speed)
+        self._start_given = start is not None
+        self.rewound_from: datetime | None = None  # the saved clock an explicit, earlier `start` overrode
         self._faults = faults if faults is not None else Faults()
         self.username = username
         self.password = password
@@ -140,9 +142,14 @@ class Simulator:
         if self._issuer is None:
             self._issuer = TokenIssuer(load_or_create_signing_key(state_dir / _SIGNING_KEY_FILE))
         saved = self._load_clock(state_dir)
-        # Lifetime counters are a function of simulated time: a restart must never take them backwards.
         if saved is not None and saved > self.clock.now():
-            self.clock.set(saved)
+            if self._start_given:
+                # The user asked for this time: it wins, and it becomes the clock's new high-water mark.
+                self.rewound_from = saved
+                (state_dir / _CLOCK_FILE).unlink(missing_ok=True)
+            else:
+                # Lifetime counters are a function of simulated time: a restart must not take them back.
+                self.clock.set(saved)
         self._gateway = Gateway(self.model, self.clock, self.faults, self._issuer)
 
     def _bind(self) -> None:
