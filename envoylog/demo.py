@@ -122,8 +122,9 @@ def collect_demo_day(db_url: str, profile: Profile, day: date, *, echo: Callable
     zone = zone_of(profile.timezone)
     start, end = local_day_bounds(day, day, zone)
     summary = DemoDay(day, profile.timezone, profile.serial)
-    # A private state directory: the simulator's saved clock must not carry the demo into the future.
-    with Simulator(profile, start=start) as sim:
+    # A private state directory: the simulator's saved clock must not carry the demo into the future. A
+    # stopped clock: each run sees the instant it was set to, so the demo stores the same rows every time.
+    with Simulator(profile, start=start, speed=0) as sim:
         settings = Settings(
             db_url=db_url,
             timezone=profile.timezone,

@@ -8,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 
 class SimClock:
-    """Simulated time that starts at `start` and advances `speed` simulated seconds per real second."""
+    """Simulated time that starts at `start` and advances `speed` simulated seconds per real second.
+
+    Speed 0 stops the clock: it moves only when set, so that a run sees one instant (as the demo wants).
+    """
 
     def __init__(self, start: datetime | None = None, speed: float = 1.0) -> None:
-        if speed <= 0:
-            raise ValueError("clock speed must be positive")
+        if speed < 0:
+            raise ValueError("clock speed must not be negative")
         self._lock = threading.Lock()
         self._anchor_sim = (start or datetime.now(UTC)).astimezone(UTC)
         self._anchor_real = time.monotonic()
@@ -33,8 +36,8 @@ class SimClock:
         """Jump to `when` (aware) and optionally change the speed."""
         if when.tzinfo is None:
             raise ValueError("the simulated time must be timezone-aware")
-        if speed is not None and speed <= 0:
-            raise ValueError("clock speed must be positive")
+        if speed is not None and speed < 0:
+            raise ValueError("clock speed must not be negative")
         with self._lock:
             self._anchor_sim = when.astimezone(UTC)
             self._anchor_real = time.monotonic()
