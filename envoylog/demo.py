@@ -109,7 +109,7 @@ def run_demo(
     summary = collect_demo_day(db_url, site, chosen, echo=echo)
     report = daily_report(db_url, chosen, chosen, timezone=site.timezone, gateway=site.serial)
     echo("")
-    echo(f"$ envoylog report --day {chosen} --db {db_url if own_database else '...'}")
+    echo(f"the report of {chosen} (again with: envoylog report --day {chosen} --db {db_url}):")
     echo(format_table(report, None, site.timezone))
     echo("")
     for line in NEXT_STEPS:
