@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -57,6 +58,7 @@ app.add_typer(auth_app, name="auth")
 
 
 STDIN = "-"
+MAX_EVERY_S = 86_400.0  # a day: a longer pause is a typo, and a timer would serve better
 
 
 class Format(StrEnum):
@@ -124,11 +126,12 @@ def collect(
 
     def action(options: Options) -> None:
         settings = options.settings()
-        if deadline <= 0:
-            raise ConfigError("--deadline must be positive")
+        # `not x > 0` also refuses NaN, which every comparison calls false.
+        if not 0 < deadline < math.inf:
+            raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline}")
         if every is not None:
-            if every <= 0:
-                raise ConfigError("--every must be positive")
+            if not 1 <= every <= MAX_EVERY_S:
+                raise ConfigError(f"--every must be from 1 to {MAX_EVERY_S:.0f} seconds, not {every}")
             collect_every(
                 settings, every_s=every, deadline_s=deadline, warn=lambda line: typer.echo(line, err=True)
             )

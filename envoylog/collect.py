@@ -21,7 +21,13 @@ from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
 from envoylog.errors import ConfigError, DatabaseError, EnvoylogError, GatewayError
 from envoylog.gateway.auth import GatewayAuth
-from envoylog.gateway.client import Answer, GatewayClient, GatewayUnreachable
+from envoylog.gateway.client import (
+    Answer,
+    AnswerTooLarge,
+    CertificateMismatch,
+    GatewayClient,
+    GatewayUnreachable,
+)
 from envoylog.gateway.cloud import CloudClient
 from envoylog.sources import (
     API_V1_PRODUCTION,
@@ -128,6 +134,10 @@ def collect_gateway(
             # Known from earlier runs: a run that cannot reach the gateway is still logged against it.
             known = repository.find_gateway(conn, name=gateway.name, serial=gateway.serial)
             gateway_id = known.id if known is not None else None
+            # A gateway known to need a token, or pinned by a fingerprint, is reached over HTTPS only.
+            https_only = bool(gateway.fingerprint) or (
+                known is not None and readings.firmware_tuple(known.firmware or "0") >= (7,)
+            )
     except SQLAlchemyError as exc:
         run.outcome, run.error = (
             "failed",
@@ -135,7 +145,7 @@ def collect_gateway(
         )
         return run
     try:
-        client, info = connect(gateway, deadline)
+        client, info = connect(gateway, deadline, https_only=https_only)
         run.serial = info.serial
         now = clock()
         with engine.begin() as conn:
@@ -214,16 +224,31 @@ def _finish(engine: Engine, run_id: int, gateway_id: int | None, run: GatewayRun
             )
 
 
-def connect(gateway: GatewaySettings, deadline: float) -> tuple[GatewayClient, readings.GatewayInfo]:
-    """Find the gateway (HTTPS, then HTTP for a bare host) and read /info; check the serial if one is set."""
+def connect(
+    gateway: GatewaySettings, deadline: float, *, https_only: bool = False
+) -> tuple[GatewayClient, readings.GatewayInfo]:
+    """Find the gateway (HTTPS, then HTTP for a bare host) and read /info; check the serial if one is set.
+
+    A gateway that needs a token (known from earlier runs, or saying so now) is never talked to over plain
+    HTTP: an impostor answering there would be handed the session cookie and the owner's token.
+    """
     failures: list[str] = []
     requests_before = 0
-    for base_url in gateway.base_urls:
+    urls = [url for url in gateway.base_urls if url.startswith("https://") or not https_only]
+    if not urls:
+        raise ConfigError(
+            f"gateway {gateway.name} needs a token, which envoylog sends over HTTPS only: "
+            f"give its host as https://... instead of {gateway.host}"
+        )
+    for base_url in urls:
         client = GatewayClient(base_url, deadline=deadline, fingerprint=gateway.fingerprint)
         client.requests_made = requests_before
         try:
             answer = client.get("/info")
-        except GatewayUnreachable as exc:
+        except CertificateMismatch:
+            client.close()
+            raise
+        except (GatewayUnreachable, AnswerTooLarge) as exc:
             failures.append(str(exc))
             requests_before = client.requests_made
             client.close()
@@ -234,6 +259,12 @@ def connect(gateway: GatewaySettings, deadline: float) -> tuple[GatewayClient, r
             requests_before = client.requests_made
             continue
         info = readings.parse_info(answer.body)
+        if info.needs_token and base_url.startswith("http://"):
+            client.close()
+            raise GatewayError(
+                f"{base_url} says it is gateway {info.serial} with firmware {info.firmware}, which needs a "
+                "token, but answers over plain HTTP: envoylog sends tokens over HTTPS only"
+            )
         if info.firmware_version < MIN_FIRMWARE:
             client.close()
             raise UnsupportedGateway(
@@ -271,7 +302,7 @@ def _read(
     for path in paths:
         try:
             answer = _get(client, auth, info, path)
-        except GatewayUnreachable as exc:
+        except (GatewayUnreachable, AnswerTooLarge) as exc:
             run.endpoint_errors.append(f"{path}: {exc}")
             complete = html_only = False
             if client.remaining() <= 0:

@@ -39,6 +39,7 @@ ENVIRONMENT = {
     "ENVOYLOG_PASSWORD": "Enphase account password",
     "ENVOYLOG_TOKEN": "a token pasted by the user (accounts with MFA)",
     "ENVOYLOG_SERIAL": "expected gateway serial; a mismatch is an error",
+    "ENVOYLOG_FINGERPRINT": "SHA-256 of the gateway's certificate, to pin it",
     "ENVOYLOG_TIMEZONE": "IANA zone that defines a day in reports",
     "ENVOYLOG_ENLIGHTEN_URL": "base URL of the Enlighten login service",
     "ENVOYLOG_ENTREZ_URL": "base URL of the Entrez token service",
@@ -127,7 +128,7 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Combine command-line values, the environment and the config file into validated Settings."""
-    env = os.environ if environ is None else environ
+    env = _environment(os.environ if environ is None else environ)
     path, explicit = _config_location(config, env)
     data = _read_config_file(path, explicit)
     _check_keys(data, _TOP_LEVEL_KEYS, "the config file")
@@ -147,6 +148,12 @@ def load_settings(
     )
 
 
+def _environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """envoylog's variables, trimmed: a stray space must not name another file or serial; empty is unset."""
+    trimmed = {name: value.strip() for name, value in environ.items() if name.startswith("ENVOYLOG_")}
+    return {name: value for name, value in trimmed.items() if value}
+
+
 def _config_location(config: Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
     if config is not None:
         return config, True
@@ -156,12 +163,15 @@ def _config_location(config: Path | None, env: Mapping[str, str]) -> tuple[Path,
 
 
 def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:
-    if not path.exists():
-        if explicit:
-            raise ConfigError(f"config file {path} does not exist")
-        return {}
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows start a file with a byte-order mark, which TOML does not allow.
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8 text"
         raise ConfigError(f"cannot read config file {path}: {reason}") from None
@@ -169,6 +179,8 @@ def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config file") from None
 
 
 def _gateways(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[GatewaySettings, ...]:
@@ -199,6 +211,7 @@ def _gateways(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[GatewayS
             ("host", "ENVOYLOG_HOST"),
             ("token", "ENVOYLOG_TOKEN"),
             ("serial", "ENVOYLOG_SERIAL"),
+            ("fingerprint", "ENVOYLOG_FINGERPRINT"),
         )
         if env.get(var)
     }
@@ -308,8 +321,9 @@ def _is_zone(name: str) -> bool:
 
 def _validate_cloud_url(url: str, key: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"bad {key} {url!r}: expected an http(s) URL")
+    if parts.scheme != "https" or not parts.hostname:
+        # The Enphase password and the tokens travel to these services: never in clear text.
+        raise ConfigError(f"bad {key} {url!r}: expected an https:// URL (the Enphase password goes there)")
     return url.rstrip("/")
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning
 
 from envoylog.errors import GatewayError
+from envoylog.gateway.http import BodyTooLarge, BoundedSession, DeadlineReached
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +36,22 @@ class Answer:
     cookies: dict[str, str]
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """Checks the gateway certificate's SHA-256 fingerprint instead of a CA chain (it is self-signed)."""
+class AnswerTooLarge(GatewayError):
+    """An endpoint answered more than any real gateway does (a broken or hostile peer)."""
 
-    def __init__(self, fingerprint: str) -> None:
-        self._fingerprint = fingerprint
-        super().__init__()
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
+class CertificateMismatch(GatewayError):
+    """The gateway's certificate is not the one the configured fingerprint pins: maybe an impostor."""
 
 
 class GatewayClient:
-    """Requests to one gateway base URL, counted, each bounded by the deadline (a time.monotonic() value)."""
+    """Requests to one gateway base URL, counted, each ending by the deadline (a time.monotonic() value)."""
 
     def __init__(self, base_url: str, *, deadline: float, fingerprint: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.deadline = deadline
         self.requests_made = 0
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "envoylog"
-        if fingerprint:
-            self.session.mount("https://", _PinnedAdapter(fingerprint))
+        self.session = BoundedSession(fingerprint=fingerprint)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -69,7 +62,7 @@ class GatewayClient:
         return self.deadline - time.monotonic()
 
     def get(self, path: str, **kwargs: Any) -> Answer:
-        """GET `path`; a GatewayUnreachable for no connection, a timeout, or too little time left."""
+        """GET `path`; GatewayUnreachable for no connection, a timeout or the deadline; AnswerTooLarge."""
         remaining = self.remaining()
         if remaining < MIN_REQUEST_TIME_S:
             raise GatewayUnreachable(f"deadline reached before GET {path}")
@@ -80,9 +73,24 @@ class GatewayClient:
                 warnings.simplefilter("ignore", InsecureRequestWarning)
                 # verify per request: requests lets REQUESTS_CA_BUNDLE override a session-level False.
                 # The gateway's certificate is self-signed; a configured fingerprint pins it instead.
-                response = self.session.get(
-                    f"{self.base_url}{path}", timeout=timeout, allow_redirects=False, verify=False, **kwargs
+                response, body = self.session.fetch(
+                    "GET",
+                    f"{self.base_url}{path}",
+                    deadline=self.deadline,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    verify=False,
+                    **kwargs,
                 )
+        except DeadlineReached:
+            self.requests_made += 1
+            waited = time.monotonic() - started
+            raise GatewayUnreachable(
+                f"{self.base_url}{path} did not answer within {waited:.0f} s (the run's deadline)"
+            ) from None
+        except BodyTooLarge as exc:
+            self.requests_made += 1
+            raise AnswerTooLarge(f"{path} {exc}: not a gateway's answer") from None
         except requests.exceptions.RequestException as exc:
             self.requests_made += 1
             raise self._unreachable(exc, path, timeout[1]) from None
@@ -91,13 +99,18 @@ class GatewayClient:
         log.info("GET %s -> %s in %.2f s", path, response.status_code, time.monotonic() - started)
         return Answer(
             response.status_code,
-            response.content,
+            body,
             response.headers.get("Content-Type", ""),
             dict(response.cookies.items()),
         )
 
-    def _unreachable(self, exc: Exception, path: str, waited: float) -> GatewayUnreachable:
+    def _unreachable(self, exc: Exception, path: str, waited: float) -> GatewayError:
         if isinstance(exc, requests.exceptions.SSLError):
+            if "fingerprint" in str(exc).lower():
+                return CertificateMismatch(
+                    f"{self.base_url} presents a certificate that is not the configured "
+                    "fingerprint: refusing to talk to it (check `fingerprint`; or a device pretends to be it)"
+                )
             return GatewayUnreachable(f"TLS failed with {self.base_url}: {_reason(exc)}")
         if isinstance(exc, requests.exceptions.Timeout):
             return GatewayUnreachable(f"{self.base_url}{path} did not answer within {waited:.0f} s")
