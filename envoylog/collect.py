@@ -298,6 +298,7 @@ def _read(
     absent: set[str] = set(discovery.get("absent", []))
     refused: set[str] = set()
     answers = Answers()
+    times = readings.TimeCheck(now)
     complete, answered, html_only = True, False, True
     for path in paths:
         try:
@@ -320,7 +321,7 @@ def _read(
             complete = html_only = False
             continue
         try:
-            _parse_into(answers, path, answer, now)
+            _parse_into(answers, path, answer, times)
         except readings.ParseError as exc:
             run.endpoint_errors.append(f"{path}: {exc}")
             complete = False
@@ -332,6 +333,15 @@ def _read(
         zero_api = path == API_V1_PRODUCTION and answers.api_v1 is not None and answers.api_v1.energy_all_zero
         if zero_api and PRODUCTION_JSON not in paths:
             paths.append(PRODUCTION_JSON)  # its inverters entry is the production source then
+    if times.replaced:
+        where = ", ".join(f"{count} from {path}" for path, count in sorted(times.replaced.items()))
+        log.info(
+            "gateway %s: %d readings had no believable time of their own (zero, negative or more than an "
+            "hour ahead of this clock): stored at the collection time (%s)",
+            info.serial,
+            sum(times.replaced.values()),
+            where,
+        )
     learn(discovery, answers)
     discovery["absent"] = sorted(absent)
     if answered and refused:
@@ -369,22 +379,22 @@ def _get(client: GatewayClient, auth: GatewayAuth | None, info: readings.Gateway
     return client.get(path)
 
 
-def _parse_into(answers: Answers, path: str, answer: Answer, now: datetime) -> None:
+def _parse_into(answers: Answers, path: str, answer: Answer, times: readings.TimeCheck) -> None:
     data = readings.decode_json(answer.body, path)
     if path == PRODUCTION_JSON:
-        answers.production_json = readings.parse_production_json(data, now)
+        answers.production_json = readings.parse_production_json(data, times)
     elif path == API_V1_PRODUCTION:
         answers.api_v1 = readings.parse_api_v1_production(data)
     elif path == METERS:
         answers.meters = readings.parse_meters(data)
     elif path == METER_READINGS:
-        answers.meter_readings = readings.parse_meter_readings(data, now)
+        answers.meter_readings = readings.parse_meter_readings(data, times)
     elif path == INVERTERS:
-        answers.inverters = readings.parse_inverters(data, now)
+        answers.inverters = readings.parse_inverters(data, times)
     elif path == DEVICE_DATA:
-        answers.device_data = readings.parse_device_data(data, now)
+        answers.device_data = readings.parse_device_data(data, times)
     elif path == ENSEMBLE_INVENTORY:
-        answers.inventory = readings.parse_ensemble_inventory(data, now)
+        answers.inventory = readings.parse_ensemble_inventory(data, times)
     elif path == ENSEMBLE_POWER:
         answers.battery_watts = readings.parse_ensemble_power(data)
 

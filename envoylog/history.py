@@ -406,6 +406,13 @@ def _meters(model: GatewayModel, polls: IntArray) -> list[_Series]:
                     power_factor=eim.power_factor,
                 )
             out.append(_Series((kind, phase, ""), "meter", polls, polls, values))
+        if len(groups) > 1:
+            # The total's volts: the mean of its phases, as sources.mean_volts makes it.
+            phase_volts = [np.asarray(series.values["volts"]) for series in out[-len(phases) :]]
+            mean = phase_volts[0]
+            for volts in phase_volts[1:]:
+                mean = mean + volts
+            out[-len(phases) - 1].values["volts"] = mean / len(phase_volts)
     return out
 
 

@@ -29,6 +29,27 @@ class HtmlAnswer(ParseError):
     """The gateway answered an HTML page where JSON was expected (firmware that serves only HTML)."""
 
 
+@dataclass
+class TimeCheck:
+    """The collection time, and the gateway times a run could not believe (SPEC section 5).
+
+    A gateway time is believed when it is non-zero and not more than an hour ahead of `now`; a reading with
+    any other time is stored at `now` instead, never dropped, and `replaced` counts them per endpoint so the
+    collector can say so once per run.
+    """
+
+    now: datetime
+    replaced: dict[str, int] = field(default_factory=dict)
+
+    def at(self, value: Any, where: str) -> datetime:
+        """The gateway time `value` (epoch seconds) if it can be believed, else the collection time."""
+        when = _timestamp(value, self.now)
+        if when is None:
+            self.replaced[where] = self.replaced.get(where, 0) + 1
+            return self.now
+        return when
+
+
 @dataclass(frozen=True)
 class GatewayInfo:
     """What /info says about the gateway."""
@@ -118,7 +139,7 @@ class InvertersEntry:
     """The `inverters` entry of /production.json: the sum of the inverters' reports."""
 
     active_count: int
-    read_at: datetime | None  # None at night, when the gateway says readingTime 0
+    read_at: datetime
     watts: float
     wh_lifetime: float | None
 
@@ -250,7 +271,7 @@ def firmware_tuple(firmware: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def parse_production_json(data: Any, now: datetime) -> ProductionJson:
+def parse_production_json(data: Any, times: TimeCheck) -> ProductionJson:
     """Parse /production.json (with or without details=1)."""
     root = _mapping(data, "/production.json")
     inverters = None
@@ -258,23 +279,23 @@ def parse_production_json(data: Any, now: datetime) -> ProductionJson:
     for entry in _entries(root, "production"):
         kind = entry.get("type")
         if kind == "inverters":
-            reading_time = _timestamp(entry.get("readingTime"), now)
             inverters = InvertersEntry(
                 active_count=_int(entry.get("activeCount"), 0),
-                read_at=reading_time,
+                # readingTime is 0 at night, when no inverter reports: the collection time then.
+                read_at=times.at(entry.get("readingTime"), "/production.json"),
                 watts=_float(entry.get("wNow")) or 0.0,
                 wh_lifetime=_counter(entry.get("whLifetime")),
             )
         elif kind == "eim" and entry.get("measurementType", "production") == "production":
-            production_eim = _eim(entry, now)
-    consumption = tuple(_eim(e, now) for e in _entries(root, "consumption") if e.get("type") == "eim")
+            production_eim = _eim(entry, times)
+    consumption = tuple(_eim(e, times) for e in _entries(root, "consumption") if e.get("type") == "eim")
     acb = None
     for entry in _entries(root, "storage"):
         if entry.get("type") == "acb" and _int(entry.get("activeCount"), 0) > 0:
             acb = BatteryReading(
                 serial=None,
                 kind="acb",
-                read_at=_timestamp(entry.get("readingTime"), now) or now,
+                read_at=times.at(entry.get("readingTime"), "/production.json"),
                 soc_percent=_percent(entry.get("percentFull")),
                 watts=_float(entry.get("wNow")),
                 wh_available=_counter(entry.get("whNow")),
@@ -282,12 +303,12 @@ def parse_production_json(data: Any, now: datetime) -> ProductionJson:
     return ProductionJson(inverters, production_eim, consumption, acb)
 
 
-def _eim(entry: Mapping[str, Any], now: datetime) -> EimEntry:
+def _eim(entry: Mapping[str, Any], times: TimeCheck) -> EimEntry:
     lines = entry.get("lines")
     return EimEntry(
         measurement_type=str(entry.get("measurementType", "production")),
         active_count=_int(entry.get("activeCount"), 0),
-        read_at=_timestamp(entry.get("readingTime"), now) or now,
+        read_at=times.at(entry.get("readingTime"), "/production.json"),
         watts=_float(entry.get("wNow")) or 0.0,
         wh_lifetime=_float(entry.get("whLifetime")),
         wh_today=_counter(entry.get("whToday")),
@@ -295,7 +316,7 @@ def _eim(entry: Mapping[str, Any], now: datetime) -> EimEntry:
         amps=_float(entry.get("rmsCurrent")),
         power_factor=_float(entry.get("pwrFactor")),
         lines=tuple(
-            _eim({**line, "measurementType": entry.get("measurementType"), "activeCount": 1}, now)
+            _eim({**line, "measurementType": entry.get("measurementType"), "activeCount": 1}, times)
             for line in (lines if isinstance(lines, list) else [])
             if isinstance(line, dict)
         ),
@@ -316,8 +337,8 @@ def parse_api_v1_production(data: Any) -> ApiV1Production:
     )
 
 
-def parse_inverters(data: Any, now: datetime) -> tuple[InverterReading, ...]:
-    """Parse /api/v1/production/inverters; inverters that never reported are left out."""
+def parse_inverters(data: Any, times: TimeCheck) -> tuple[InverterReading, ...]:
+    """Parse /api/v1/production/inverters (an inverter without a report time gets the collection time)."""
     if not isinstance(data, list):
         raise ParseError("/api/v1/production/inverters is not a list")
     readings = []
@@ -326,10 +347,10 @@ def parse_inverters(data: Any, now: datetime) -> tuple[InverterReading, ...]:
             continue
         if item.get("devType", 1) != 1:
             continue  # other device types listed here (devType 11: AC Batteries) are not inverters
-        reported_at = _timestamp(item.get("lastReportDate"), now)
         watts = _float(item.get("lastReportWatts"))
-        if reported_at is None or watts is None:
+        if watts is None:
             continue
+        reported_at = times.at(item.get("lastReportDate"), "/api/v1/production/inverters")
         readings.append(
             InverterReading(
                 serial=str(item["serialNumber"]),
@@ -363,18 +384,18 @@ def parse_meters(data: Any) -> tuple[MeterConfig, ...]:
     return tuple(meters)
 
 
-def parse_meter_readings(data: Any, now: datetime) -> tuple[CtReading, ...]:
+def parse_meter_readings(data: Any, times: TimeCheck) -> tuple[CtReading, ...]:
     """Parse /ivp/meters/readings: one reading per CT, matched to /ivp/meters by `eid` later."""
     if not isinstance(data, list):
         raise ParseError("/ivp/meters/readings is not a list")
-    return tuple(_ct(item, now) for item in data if isinstance(item, dict))
+    return tuple(_ct(item, times) for item in data if isinstance(item, dict))
 
 
-def _ct(item: Mapping[str, Any], now: datetime) -> CtReading:
+def _ct(item: Mapping[str, Any], times: TimeCheck) -> CtReading:
     channels = item.get("channels")
     return CtReading(
         eid=_int(item.get("eid"), None),
-        read_at=_timestamp(item.get("timestamp"), now) or now,
+        read_at=times.at(item.get("timestamp"), "/ivp/meters/readings"),
         watts=_float(item.get("activePower")) or 0.0,
         wh_delivered_lifetime=_counter(item.get("actEnergyDlvd")),
         wh_received_lifetime=_counter(item.get("actEnergyRcvd")),
@@ -383,12 +404,12 @@ def _ct(item: Mapping[str, Any], now: datetime) -> CtReading:
         hz=_float(item.get("freq")),
         power_factor=_float(item.get("pwrFactor")),
         channels=tuple(
-            _ct(c, now) for c in (channels if isinstance(channels, list) else []) if isinstance(c, dict)
+            _ct(c, times) for c in (channels if isinstance(channels, list) else []) if isinstance(c, dict)
         ),
     )
 
 
-def parse_device_data(data: Any, now: datetime) -> DeviceData:
+def parse_device_data(data: Any, times: TimeCheck) -> DeviceData:
     """Parse /ivp/pdm/device_data: per-inverter detail and lifetime joules."""
     root = _mapping(data, "/ivp/pdm/device_data")
     inverters = []
@@ -400,10 +421,10 @@ def parse_device_data(data: Any, now: datetime) -> DeviceData:
         last = _child(channel.get("lastReading"))
         lifetime = _child(channel.get("lifetime"))
         watts_block = _child(channel.get("watts"))
-        reported_at = _timestamp(last.get("endDate"), now)
         watts = _float(watts_block.get("now"))
-        if reported_at is None or watts is None:
+        if watts is None:
             continue
+        reported_at = times.at(last.get("endDate"), "/ivp/pdm/device_data")
         inverters.append(
             InverterReading(
                 serial=str(value["sn"]),
@@ -426,7 +447,7 @@ def parse_device_data(data: Any, now: datetime) -> DeviceData:
     )
 
 
-def parse_ensemble_inventory(data: Any, now: datetime) -> EnsembleInventory:
+def parse_ensemble_inventory(data: Any, times: TimeCheck) -> EnsembleInventory:
     """Parse /ivp/ensemble/inventory: the Encharge / IQ Batteries and their state of charge."""
     if not isinstance(data, list):
         raise ParseError("/ivp/ensemble/inventory is not a list")
@@ -442,7 +463,7 @@ def parse_ensemble_inventory(data: Any, now: datetime) -> EnsembleInventory:
                 BatteryReading(
                     serial=str(device["serial_num"]),
                     kind="encharge",
-                    read_at=_timestamp(device.get("last_rpt_date"), now) or now,
+                    read_at=times.at(device.get("last_rpt_date"), "/ivp/ensemble/inventory"),
                     soc_percent=_percent(device.get("percentFull")),
                     watts=None,
                 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -195,9 +195,7 @@ def _production(
         entry = pj.inverters
         if entry.watts == 0 and not entry.wh_lifetime:
             return []  # all zero, as after a boot: not a reading
-        return [
-            MeterReading("production", 0, "inverters", entry.read_at or now, entry.watts, entry.wh_lifetime)
-        ]
+        return [MeterReading("production", 0, "inverters", entry.read_at, entry.watts, entry.wh_lifetime)]
     return []
 
 
@@ -225,7 +223,7 @@ def _from_eim(entry: EimEntry | None, kind: str) -> list[MeterReading]:
     rows = [_eim_row(entry, kind, 0)]
     if len(entry.lines) > 1:
         rows += [_eim_row(line, kind, phase) for phase, line in enumerate(entry.lines, start=1)]
-    return rows
+    return _with_mean_volts(rows)
 
 
 def _eim_row(entry: EimEntry, kind: str, phase: int) -> MeterReading:
@@ -279,7 +277,22 @@ def _from_ct(
         rows += [
             _ct_row(channel, kind, phase, balanced) for phase, channel in phases if not _all_zero(channel)
         ]
-    return rows
+    return _with_mean_volts(rows)
+
+
+def mean_volts(volts: Sequence[float | None]) -> float | None:
+    """The voltage of several phases as one number: their mean (None if any is unknown)."""
+    known = [value for value in volts if value is not None]
+    if not known or len(known) < len(volts):
+        return None
+    return sum(known) / len(known)
+
+
+def _with_mean_volts(rows: list[MeterReading]) -> list[MeterReading]:
+    """The total row's volts as the mean of its phases: the gateway gives their sum (690 V for 3 x 230 V)."""
+    if len(rows) < 2:
+        return rows
+    return [replace(rows[0], volts=mean_volts([row.volts for row in rows[1:]])), *rows[1:]]
 
 
 def _all_zero(reading: CtReading) -> bool:

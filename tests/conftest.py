@@ -104,12 +104,8 @@ class Site:
     def collect(self, settings: Settings | None = None, **options: Any) -> GatewayRun:
         """One collect run of the one gateway, on the simulator's clock, trusting its CA for the cloud."""
         self.sim.clear_request_log()
-        (run,) = collect_all(
-            settings or self.settings(),
-            clock=self.sim.clock.now,
-            cloud_verify=str(self.sim.ca_file),
-            **options,
-        )
+        options.setdefault("clock", self.sim.clock.now)
+        (run,) = collect_all(settings or self.settings(), cloud_verify=str(self.sim.ca_file), **options)
         return run
 
     def requests(self, service: str = "gateway", path: str | None = None) -> list[str]:

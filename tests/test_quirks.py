@@ -373,3 +373,18 @@ def test_a_wrapped_inverters_entry_is_stored_as_served(make_site: MakeSite) -> N
     )
     assert rows == [("inverters", before), ("inverters", after)]  # as served: the report step mends it
     assert all(wh >= 0 for (wh,) in site.query("SELECT wh_lifetime FROM meter_readings"))
+
+
+def test_the_total_rows_volts_are_the_mean_of_its_phases_not_their_sum(site: Site) -> None:
+    assert site.collect().outcome == "ok"
+    rows = site.query(
+        "SELECT s.kind, s.phase, m.volts FROM meter_readings m JOIN series s ON s.id = m.series_id "
+        "WHERE s.device = '' ORDER BY s.kind, s.phase"
+    )
+    by_kind: dict[str, dict[int, float]] = {}
+    for kind, phase, volts in rows:
+        by_kind.setdefault(kind, {})[phase] = volts
+    for kind, phases in by_kind.items():
+        lines = [phases[phase] for phase in (1, 2, 3)]
+        assert all(200 < volts < 260 for volts in lines), (kind, phases)  # 230 V mains, per phase
+        assert phases[0] == pytest.approx(sum(lines) / 3), kind  # not ~690 V

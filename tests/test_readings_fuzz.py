@@ -127,13 +127,13 @@ def _check(value: Any) -> None:
 
 
 PARSERS = [
-    lambda data: readings.parse_production_json(data, NOW),
+    lambda data: readings.parse_production_json(data, readings.TimeCheck(NOW)),
     readings.parse_api_v1_production,
-    lambda data: readings.parse_inverters(data, NOW),
+    lambda data: readings.parse_inverters(data, readings.TimeCheck(NOW)),
     readings.parse_meters,
-    lambda data: readings.parse_meter_readings(data, NOW),
-    lambda data: readings.parse_device_data(data, NOW),
-    lambda data: readings.parse_ensemble_inventory(data, NOW),
+    lambda data: readings.parse_meter_readings(data, readings.TimeCheck(NOW)),
+    lambda data: readings.parse_device_data(data, readings.TimeCheck(NOW)),
+    lambda data: readings.parse_ensemble_inventory(data, readings.TimeCheck(NOW)),
     readings.parse_ensemble_power,
 ]
 
@@ -153,7 +153,7 @@ def test_arbitrary_json_raises_only_parse_errors(parse: Any, data: Any) -> None:
 @given(data=production_json)
 def test_production_json_shaped_input(data: Any) -> None:
     try:
-        result = readings.parse_production_json(data, NOW)
+        result = readings.parse_production_json(data, readings.TimeCheck(NOW))
     except ParseError:
         return
     _check(result)
@@ -164,7 +164,7 @@ def test_production_json_shaped_input(data: Any) -> None:
 @settings(max_examples=200, deadline=None)
 @given(data=inverter_list)
 def test_inverter_lists_keep_only_valid_reports(data: Any) -> None:
-    for inverter in readings.parse_inverters(data, NOW):
+    for inverter in readings.parse_inverters(data, readings.TimeCheck(NOW)):
         _check(inverter)
         assert inverter.reported_at <= NOW.replace(hour=13)  # never more than an hour ahead
 
@@ -172,7 +172,7 @@ def test_inverter_lists_keep_only_valid_reports(data: Any) -> None:
 @settings(max_examples=200, deadline=None)
 @given(data=ct_list)
 def test_meter_readings_shaped_input(data: Any) -> None:
-    _check(readings.parse_meter_readings(data, NOW))
+    _check(readings.parse_meter_readings(data, readings.TimeCheck(NOW)))
 
 
 @settings(max_examples=300, deadline=None)
