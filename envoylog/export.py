@@ -7,18 +7,24 @@ of readings never has to fit in memory and the database never has to sort it.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
-from contextlib import ExitStack
+import os
+import re
+import tempfile
+from collections.abc import Generator, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.db import repository
+from envoylog.db.engine import describe_db_error
 from envoylog.db.models import BatterySample, InverterSample, MeterSample, Series
-from envoylog.errors import ConfigError
+from envoylog.errors import ConfigError, DatabaseError
 from envoylog.timeutil import iso_z, local_day_bounds, parse_day, zone_of
 
 CHUNK_ROWS = 50_000
@@ -121,43 +127,108 @@ def export_readings(
     output: Path | None = None,
     stdout: TextIO | None = None,
     gateway: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> int:
-    """Write the readings of the local days `first`..`last` to `output` (or CSV to `stdout`); count them."""
+    """Write the readings of the local days `first`..`last` to `output` (or CSV to `stdout`); count them.
+
+    Nothing is left behind when it fails: a file is written beside `output` and renamed into place at the
+    end, so an existing file there stays as it was, and the database itself is never a possible output.
+    """
     check_export(table, format, output)
     spec = TABLES[table]
     start, end = local_day_bounds(first, last, zone_of(timezone))
-    chunks = _chunks(engine, spec, start, end, gateway)
-    if format == "parquet":
-        assert output is not None
-        return _write_parquet(spec, chunks, output)
-    with ExitStack() as stack:
-        if output is not None:
-            stream: TextIO = stack.enter_context(output.open("w", newline="", encoding="utf-8"))
-        elif stdout is not None:
-            stream = stdout
-        else:
-            raise ConfigError("CSV export needs --output FILE or a standard output")
-        return _write_csv(spec, chunks, stream)
+    if output is None and stdout is None:
+        raise ConfigError("CSV export needs --output FILE or a standard output")
+    try:
+        with ExitStack() as stack:
+            conn = stack.enter_context(engine.connect())
+            series = _series(conn, spec, gateway)  # an unknown gateway fails before any file is made
+            # closing(): a write that fails ends the reading too, its server-side cursor included.
+            chunks = stack.enter_context(closing(_chunks(conn, spec, series, start, end, chunk_rows)))
+            if output is None:
+                assert stdout is not None
+                return _write_csv(spec, chunks, stdout)
+            with atomic_output(output, database=engine) as path:
+                if format == "parquet":
+                    return _write_parquet(spec, chunks, path)
+                with path.open("w", newline="", encoding="utf-8") as stream:
+                    return _write_csv(spec, chunks, stream)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot read the readings: {describe_db_error(exc)}") from None
+
+
+@contextmanager
+def atomic_output(output: Path, *, database: Engine) -> Iterator[Path]:
+    """A path to write instead of `output`, renamed onto it when the block succeeds and removed otherwise.
+
+    A device or a pipe (`/dev/stdout`, `/dev/full`) cannot be replaced: it is written directly.
+    """
+    _check_output(output, database)
+    if output.exists() and not output.is_file():
+        with _output_errors(output):
+            yield output
+        return
+    with _output_errors(output):
+        handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+        os.close(handle)
+    temporary = Path(name)
+    try:
+        with _output_errors(output):
+            yield temporary
+            os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _check_output(output: Path, database: Engine) -> None:
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a folder: give a file name")
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
+    if database.dialect.name == "sqlite" and database.url.database:
+        stored = Path(database.url.database).resolve()
+        companions = [
+            stored,
+            *(stored.with_name(stored.name + suffix) for suffix in ("-wal", "-shm", ".lock")),
+        ]
+        if output.resolve() in companions:
+            raise ConfigError(
+                f"refusing to overwrite the database {stored} with an export: give another file"
+            )
+
+
+@contextmanager
+def _output_errors(output: Path) -> Iterator[None]:
+    """Trouble writing the output is one line: a full disk, a read-only folder, a vanished file."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot write the export to {output}: {reason.lower()}") from None
 
 
 def _chunks(
-    engine: Engine, spec: _Table, start: datetime, end: datetime, gateway: str | None
-) -> Iterator[list[tuple[Any, ...]]]:
+    conn: Connection,
+    spec: _Table,
+    series: list[tuple[int, tuple[Any, ...]]],
+    start: datetime,
+    end: datetime,
+    chunk_rows: int,
+) -> Generator[list[tuple[Any, ...]]]:
     """The rows of every chosen series, a chunk at a time, series by series in time order."""
     model = spec.model
     time_column = getattr(model, spec.time_column)
     values = [getattr(model, name) for name in spec.value_columns]
-    with engine.connect() as conn:
-        series = _series(conn, spec, gateway)
-        # yield_per streams the rows (a server-side cursor on PostgreSQL) instead of fetching them all.
-        streaming = conn.execution_options(yield_per=CHUNK_ROWS)
-        for sid, prefix in series:
-            query = (
-                select(time_column, *values)
-                .where(model.series_id == sid, time_column >= start, time_column < end)
-                .order_by(time_column)
-            )
-            for partition in streaming.execute(query).partitions():
+    # yield_per streams the rows (a server-side cursor on PostgreSQL) instead of fetching them all.
+    streaming = conn.execution_options(yield_per=chunk_rows)
+    for sid, prefix in series:
+        query = (
+            select(time_column, *values)
+            .where(model.series_id == sid, time_column >= start, time_column < end)
+            .order_by(time_column)
+        )
+        with streaming.execute(query) as result:
+            for partition in result.partitions():
                 yield [(*prefix, *row) for row in partition]
 
 
@@ -188,9 +259,29 @@ def _write_csv(spec: _Table, chunks: Iterator[list[tuple[Any, ...]]], stream: Te
     at = len(spec.series_columns)
     count = 0
     for chunk in chunks:
-        writer.writerows((*row[:at], iso_z(row[at]), *row[at + 1 :]) for row in chunk)
+        writer.writerows(
+            (*map(safe_cell, row[:at]), iso_z(row[at]), *map(safe_cell, row[at + 1 :])) for row in chunk
+        )
         count += len(chunk)
     return count
+
+
+# A spreadsheet takes a cell starting with one of these for a formula (OWASP's CSV injection list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_cell(value: Any) -> Any:
+    """A text cell a spreadsheet or a terminal cannot be fooled by; numbers and empty cells as they are.
+
+    Text comes from the gateway (serials, sources) and can hold anything: control characters (a terminal's
+    escape sequences, line breaks) become `?`, and a leading formula character gets a quote before it.
+    """
+    if not isinstance(value, str):
+        return value
+    if value.startswith(_FORMULA_STARTS):
+        value = "'" + value
+    return _CONTROL.sub("?", value)
 
 
 def _pyarrow() -> tuple[Any, Any]:

@@ -194,22 +194,161 @@ def test_parquet_needs_an_output_file(filled: str) -> None:
     assert "give --output FILE.parquet" in result.stderr
 
 
-def test_rows_come_in_chunks_and_the_output_is_the_same(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rows_come_in_chunks_and_the_output_is_the_same(filled: str) -> None:
     engine = open_database(filled, create=True)
     try:
         whole = io.StringIO()
         count = export.export_readings(
             engine, date(2025, 6, 21), date(2025, 6, 21), timezone="Europe/Amsterdam", stdout=whole
         )
-        monkeypatch.setattr(export, "CHUNK_ROWS", 97)
         chunked = io.StringIO()
-        batches = list(
-            export._chunks(engine, export.TABLES["meters"], DAY_START, DAY_END, gateway="122238082763")
-        )
+        meters = export.TABLES["meters"]
+        with engine.connect() as conn:
+            series = export._series(conn, meters, "122238082763")
+            batches = list(export._chunks(conn, meters, series, DAY_START, DAY_END, 97))
         export.export_readings(
-            engine, date(2025, 6, 21), date(2025, 6, 21), timezone="Europe/Amsterdam", stdout=chunked
+            engine,
+            date(2025, 6, 21),
+            date(2025, 6, 21),
+            timezone="Europe/Amsterdam",
+            stdout=chunked,
+            chunk_rows=97,
         )
     finally:
         engine.dispose()
     assert max(len(batch) for batch in batches) == 97 and sum(len(b) for b in batches) == count
     assert chunked.getvalue() == whole.getvalue()
+
+
+# --- nothing broken left behind (an export that fails writes nothing) ------------------------------------
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if ".part" in path.name)
+
+
+def test_a_failing_export_leaves_an_existing_file_as_it_was_and_makes_none(
+    filled: str, tmp_path: Path
+) -> None:
+    kept = tmp_path / "kept.csv"
+    kept.write_text("yesterday's export\n")
+    new = tmp_path / "new.csv"
+    for output in (kept, new):
+        result = envoylog(filled, "--from", DAY, "--gateway", "barn", "-o", str(output))
+        assert result.exit_code == 2 and "no gateway 'barn'" in result.stderr
+    assert kept.read_text() == "yesterday's export\n"
+    assert not new.exists() and leftovers(tmp_path) == []
+
+
+def test_an_export_onto_the_database_is_refused_and_the_database_kept(filled: str) -> None:
+    if not filled.startswith("sqlite"):
+        pytest.skip("only a SQLite database is a file an export could overwrite")
+    database = Path(filled.removeprefix("sqlite:///"))
+    for target in (
+        database,
+        database.with_name(database.name + "-wal"),
+        database.with_name(database.name + ".lock"),
+    ):
+        result = envoylog(filled, "--from", DAY, "-o", str(target))
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"envoylog: error: refusing to overwrite the database {database.resolve()} with an export: "
+            "give another file\n"
+        )
+    assert envoylog(filled, "--from", DAY).exit_code == 0  # the history is all there still
+    assert stored(filled, "meter_readings", "read_at") > 1000
+
+
+@pytest.mark.parametrize("where", ["folder", "missing folder", "full disk"])
+def test_output_trouble_is_one_line_and_exit_2(filled: str, tmp_path: Path, where: str) -> None:
+    if where == "full disk" and not Path("/dev/full").exists():
+        pytest.skip("this system has no /dev/full to play a full disk")
+    output = {
+        "folder": tmp_path,
+        "missing folder": tmp_path / "nowhere" / "x.csv",
+        "full disk": Path("/dev/full"),
+    }
+    message = {
+        "folder": f"--output {tmp_path} is a folder: give a file name",
+        "missing folder": f"--output {output['missing folder']}: the folder {output['folder'] / 'nowhere'} "
+        "does not exist",
+        "full disk": "cannot write the export to /dev/full: no space left on device",
+    }[where]
+    result = envoylog(filled, "--from", DAY, "-o", str(output[where]))
+    assert (result.exit_code, result.stderr) == (2, f"envoylog: error: {message}\n")
+    assert leftovers(tmp_path) == []
+
+
+def test_text_from_the_gateway_cannot_become_a_formula_or_a_terminal_command(
+    filled: str, tmp_path: Path
+) -> None:
+    evil = {
+        '=HYPERLINK("http://x","y")': '\'=HYPERLINK("http://x","y")',
+        "\x1b]0;evil\x07\x1b[2J": "?]0;evil??[2J",
+    }
+    engine = create_engine(filled)
+    with engine.begin() as conn:
+        gateway_id = conn.execute(text("SELECT id FROM gateways")).scalar_one()
+        for serial in evil:
+            series = conn.execute(
+                text(
+                    "INSERT INTO series (gateway_id, kind, phase, device) "
+                    "VALUES (:g, 'inverter', 0, :d) RETURNING id"
+                ),
+                {"g": gateway_id, "d": serial},
+            ).scalar_one()
+            at = (
+                int(DAY_START.timestamp()) + 3600
+                if filled.startswith("sqlite")
+                else datetime(2025, 6, 20, 23, tzinfo=UTC)
+            )
+            conn.execute(
+                text("INSERT INTO inverter_readings (series_id, reported_at, watts) VALUES (:s, :t, -5.0)"),
+                {"s": series, "t": at},
+            )
+    engine.dispose()
+    result = envoylog(filled, "--from", DAY, "--table", "inverters")
+    assert result.exit_code == 0
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    serials = {row[1] for row in rows[1:]}
+    assert set(evil.values()) <= serials
+    assert all(row[3] == "-5.0" for row in rows[1:] if row[1] in evil.values())  # numbers stay numbers
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_during_the_export_is_exit_5_in_one_line(filled: str, tmp_path: Path) -> None:
+    if not filled.startswith("postgresql"):
+        pytest.skip("a server that drops the connection is a PostgreSQL matter")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(filled).update_query_dict({"application_name": "export-under-test"})
+    engine = create_engine(url)
+    admin = create_engine(filled)
+
+    class Terminating(io.StringIO):
+        """Output that, once the export has begun, has the server end the export's connection."""
+
+        def write(self, text_: str) -> int:
+            if self.tell() == 0:
+                with admin.begin() as conn:
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = :n"
+                        ),
+                        {"n": "export-under-test"},
+                    )
+            return super().write(text_)
+
+    from envoylog.errors import DatabaseError
+
+    try:
+        with pytest.raises(DatabaseError, match="cannot read the readings"):
+            export.export_readings(
+                engine, date(2025, 6, 21), date(2025, 6, 21), timezone="Europe/Amsterdam",
+                stdout=Terminating(), chunk_rows=50,
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+        admin.dispose()
