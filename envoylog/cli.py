@@ -265,9 +265,15 @@ def report(
                 if inverters
                 else None
             )
-            if plot is not None:
-                plots.plot_report(engine, days, first, last, timezone=zone, gateway=gateway, path=plot)
-        typer.echo(report_output.render(days, per_inverter, zone, format.value))
+            names = reports.gateway_names(engine)
+            curve = (
+                reports.power_curve(engine, first, timezone=zone, gateway=gateway)
+                if plot is not None and first == last
+                else None
+            )
+        if plot is not None:
+            plots.plot_report(days, curve, first, last, timezone=zone, names=names, path=plot)
+        typer.echo(report_output.render(days, per_inverter, zone, format.value, names))
 
     run_cli(ctx, action)
 

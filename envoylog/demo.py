@@ -110,7 +110,7 @@ def run_demo(
     report = daily_report(db_url, chosen, chosen, timezone=site.timezone, gateway=site.serial)
     echo("")
     echo(f"the report of {chosen} (again with: envoylog report --day {chosen} --db {db_url}):")
-    echo(format_table(report, None, site.timezone))
+    echo(format_table(report, None, site.timezone, {site.serial: DEMO_GATEWAY}))
     echo("")
     for line in NEXT_STEPS:
         echo(line)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
@@ -25,6 +24,7 @@ from envoylog.db import repository
 from envoylog.db.engine import describe_db_error
 from envoylog.db.models import BatterySample, InverterSample, MeterSample, Series
 from envoylog.errors import ConfigError, DatabaseError
+from envoylog.safetext import spreadsheet_cell
 from envoylog.timeutil import iso_z, local_day_bounds, parse_day, zone_of
 
 CHUNK_ROWS = 50_000
@@ -260,28 +260,11 @@ def _write_csv(spec: _Table, chunks: Iterator[list[tuple[Any, ...]]], stream: Te
     count = 0
     for chunk in chunks:
         writer.writerows(
-            (*map(safe_cell, row[:at]), iso_z(row[at]), *map(safe_cell, row[at + 1 :])) for row in chunk
+            (*map(spreadsheet_cell, row[:at]), iso_z(row[at]), *map(spreadsheet_cell, row[at + 1 :]))
+            for row in chunk
         )
         count += len(chunk)
     return count
-
-
-# A spreadsheet takes a cell starting with one of these for a formula (OWASP's CSV injection list).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def safe_cell(value: Any) -> Any:
-    """A text cell a spreadsheet or a terminal cannot be fooled by; numbers and empty cells as they are.
-
-    Text comes from the gateway (serials, sources) and can hold anything: control characters (a terminal's
-    escape sequences, line breaks) become `?`, and a leading formula character gets a quote before it.
-    """
-    if not isinstance(value, str):
-        return value
-    if value.startswith(_FORMULA_STARTS):
-        value = "'" + value
-    return _CONTROL.sub("?", value)
 
 
 def _pyarrow() -> tuple[Any, Any]:

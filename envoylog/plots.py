@@ -1,18 +1,20 @@
-"""`envoylog report --plot`: one day's power curves, or a range's daily energy bars, drawn with matplotlib."""
+"""`envoylog report --plot`: one day's power curves, or a range's daily energy bars, drawn with matplotlib.
+
+The drawing takes the report's DataFrames and never queries: the caller reads the database.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import Engine
 
 from envoylog.errors import ConfigError
-from envoylog.report_output import as_date
-from envoylog.reports import power_curve
+from envoylog.report_output import as_date, gateway_title
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -24,6 +26,9 @@ _DAY_SERIES = (  # drawn in this order: the grid behind, production in front
     ("consumption_watts", "consumption", "#3070c0"),
     ("production_watts", "production", "#e8a010"),
 )
+PARTIAL_HATCH = "///"
+PARTIAL_ALPHA = 0.45
+LABELLED_DAYS = 62  # up to two months the partial days' coverage is written on them; a year has no room
 _ENERGY_BARS = (
     ("production_wh", "production", "#e8a010"),
     ("consumption_wh", "consumption", "#3070c0"),
@@ -47,30 +52,31 @@ def require_matplotlib(path: Path) -> None:
 
 
 def plot_report(
-    engine: Engine,
     days: pd.DataFrame,
+    curve: pd.DataFrame | None,
     first: date,
     last: date,
     *,
     timezone: str,
-    gateway: str | None,
+    names: Mapping[str, str],
     path: Path,
 ) -> None:
-    """Draw a report: one day as its power curves, a range of days as daily energy bars."""
-    if first == last:
-        plot_day(power_curve(engine, first, timezone=timezone, gateway=gateway), first, timezone, path)
+    """Draw a report: one day as its power curves (`curve`), a range of days as daily energy bars."""
+    if first == last and curve is not None:
+        figure = plot_day(curve, first, timezone, names)
     else:
-        plot_days(days, timezone, path)
+        figure = plot_days(days, timezone, names)
+    _save(figure, path)
 
 
-def plot_day(curve: pd.DataFrame, day: date, timezone: str, path: Path) -> None:
+def plot_day(curve: pd.DataFrame, day: date, timezone: str, names: Mapping[str, str]) -> Figure:
     """Production, consumption and grid power over one local day, one panel per gateway."""
     zone = ZoneInfo(timezone)
     gateways = sorted(curve["gateway"].unique()) if not curve.empty else [None]
     figure, axes = _figure(len(gateways), height=3.6)
     for ax, gateway in zip(axes, gateways, strict=True):
         rows = curve[curve["gateway"] == gateway].sort_values("at") if gateway is not None else curve
-        title = f"{day.isoformat()} ({timezone})" + (f", gateway {gateway}" if gateway is not None else "")
+        title = f"{day.isoformat()} ({timezone})" + _gateway_part(gateway, names)
         ax.set_title(title)
         ax.set_ylabel("W")
         if rows.empty:
@@ -85,40 +91,69 @@ def plot_day(curve: pd.DataFrame, day: date, timezone: str, path: Path) -> None:
         _clock_axis(ax, day, zone)
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles[::-1], labels[::-1], loc="upper left", fontsize="small")
-    _save(figure, path)
+    return figure
 
 
-def plot_days(days: pd.DataFrame, timezone: str, path: Path) -> None:
-    """Daily production, consumption, import and export as grouped bars, one panel per gateway."""
+def plot_days(days: pd.DataFrame, timezone: str, names: Mapping[str, str]) -> Figure:
+    """Daily production, consumption, import and export as grouped bars, one panel per gateway.
+
+    A day the logger saw only in part gets hatched, lighter bars and its coverage above them: its energy is
+    only what was logged. A day without data says so.
+    """
     gateways = sorted(days["gateway"].unique()) if not days.empty else [None]
     figure, axes = _figure(len(gateways), height=3.8)
     for ax, gateway in zip(axes, gateways, strict=True):
         rows = days[days["gateway"] == gateway] if gateway is not None else days
         rows = rows.assign(day=[as_date(value) for value in rows["day"]]).sort_values("day")
         first, last = (rows["day"].min(), rows["day"].max()) if not rows.empty else (None, None)
-        ax.set_title(f"{first} to {last} ({timezone})" + (f", gateway {gateway}" if gateway else ""))
+        ax.set_title(f"{first} to {last} ({timezone})" + _gateway_part(gateway, names))
         ax.set_ylabel("kWh")
         if rows.empty or pd.to_numeric(rows["coverage"], errors="coerce").fillna(0).eq(0).all():
             _no_data(ax, "no data for these days")
             continue
         positions = list(range(len(rows)))
+        coverage = pd.to_numeric(rows["coverage"], errors="coerce").fillna(0).to_list()
+        partial = [0 < share < 1 for share in coverage]
         width = 0.8 / len(_ENERGY_BARS)
         for index, (column, label, color) in enumerate(_ENERGY_BARS):
-            values = pd.to_numeric(rows[column], errors="coerce") / 1000
+            values = (pd.to_numeric(rows[column], errors="coerce") / 1000).fillna(0).to_list()
             offset = (index - (len(_ENERGY_BARS) - 1) / 2) * width
-            ax.bar([p + offset for p in positions], values.fillna(0), width, label=label, color=color)
-        for position, coverage in zip(positions, rows["coverage"], strict=True):
-            if not coverage:
+            bars = ax.bar([p + offset for p in positions], values, width, label=label, color=color)
+            for bar, part in zip(bars, partial, strict=True):
+                if part:
+                    bar.set_alpha(PARTIAL_ALPHA)
+                    bar.set_hatch(PARTIAL_HATCH)
+        top = max(ax.get_ylim()[1], 0.0)
+        for position, share, part in zip(positions, coverage, partial, strict=True):
+            if not share:
                 ax.text(
                     position, 0, "no data", rotation=90, ha="center", va="bottom", color="grey", size="small"
                 )
+            elif part and len(rows) <= LABELLED_DAYS:
+                ax.text(
+                    position, top * 0.02, f"{share:.0%}", ha="center", va="bottom", color="grey", size="small"
+                )
+        if any(partial):
+            ax.bar(
+                [0],
+                [0],
+                0,
+                color="white",
+                edgecolor="grey",
+                hatch=PARTIAL_HATCH,
+                label="day not fully logged",
+            )
         ax.margins(y=0.2)  # room for the legend above the highest bar
         step = max(1, len(rows) // 15)
         ax.set_xticks(positions[::step])
         ax.set_xticklabels([day.strftime("%m-%d") for day in rows["day"]][::step], rotation=45, ha="right")
-        ax.legend(loc="upper left", fontsize="small", ncols=4)
+        ax.legend(loc="upper left", fontsize="small", ncols=5)
         ax.grid(axis="y", alpha=0.3)
-    _save(figure, path)
+    return figure
+
+
+def _gateway_part(gateway: str | None, names: Mapping[str, str]) -> str:
+    return f", gateway {gateway_title(gateway, names)}" if gateway is not None else ""
 
 
 def _figure(panels: int, height: float) -> tuple[Figure, list[Axes]]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from envoylog.errors import ConfigError
 from envoylog.reports import DAILY_COLUMNS
+from envoylog.safetext import printable
 from envoylog.timeutil import parse_day
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -74,7 +75,13 @@ def _month(value: str, today: date) -> tuple[date, date]:
     return first, min(last, today) if first <= today else last
 
 
-def render(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: str, format: str) -> str:
+def render(
+    days: pd.DataFrame,
+    inverters: pd.DataFrame | None,
+    timezone: str,
+    format: str,
+    names: Mapping[str, str] | None = None,
+) -> str:
     """The report as `table`, `csv` or `json` (the SPEC's document) text."""
     if format == "json":
         from envoylog.reports import report_document
@@ -82,10 +89,21 @@ def render(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: str, fo
         return json.dumps(report_document(days, inverters, timezone), indent=2)
     if format == "csv":
         return format_csv(days, inverters)
-    return format_table(days, inverters, timezone)
+    return format_table(days, inverters, timezone, names)
 
 
-def format_table(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: str) -> str:
+def gateway_title(serial: str, names: Mapping[str, str] | None) -> str:
+    """A gateway as people know it: its serial, and its configured name where that says more."""
+    name = (names or {}).get(serial)
+    return printable(f"{serial} ({name})" if name and name != serial else serial)
+
+
+def format_table(
+    days: pd.DataFrame,
+    inverters: pd.DataFrame | None,
+    timezone: str,
+    names: Mapping[str, str] | None = None,
+) -> str:
     """The daily report as aligned text, one block per gateway, with totals for a range of days."""
     zone = ZoneInfo(timezone)
     if days.empty:
@@ -93,7 +111,7 @@ def format_table(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: s
     blocks = []
     for gateway, rows in days.groupby("gateway", sort=True):
         rows = rows.sort_values("day")
-        lines = [f"gateway {gateway}: days in {timezone}, energy in kWh"]
+        lines = [f"gateway {gateway_title(str(gateway), names)}: days in {timezone}, energy in kWh"]
         table = [list(_HEADINGS)]
         places = _places(rows)
         table += [_day_cells(row, zone, places) for row in rows.to_dict("records")]
@@ -117,7 +135,7 @@ def _day_cells(row: Mapping[Hashable, Any], zone: ZoneInfo, places: int) -> list
         watts(row.get("peak_watts")),
         _local_time(row.get("peak_at"), zone, "%H:%M"),
         percent(coverage),
-        "; ".join(notes),
+        printable("; ".join(notes)),
     ]
 
 
@@ -144,7 +162,7 @@ def _inverter_lines(inverters: pd.DataFrame, days: pd.DataFrame) -> list[str]:
     table = [["serial", "energy", "vs median", "basis"]]
     for row in per.to_dict("records"):
         ratio = row["wh"] / median if median and median > 0 else math.nan
-        table.append([str(row["serial"]), kwh(row["wh"], places=3), percent(ratio), row["basis"]])
+        table.append([printable(str(row["serial"])), kwh(row["wh"], places=3), percent(ratio), row["basis"]])
     lines += _align(table, left={0, 3})
     return lines
 

@@ -148,6 +148,12 @@ def power_curve(db: Engine | str, day: date, *, timezone: str, gateway: str | No
     return pd.concat(frames, ignore_index=True)
 
 
+def gateway_names(db: Engine | str) -> dict[str, str]:
+    """Each stored gateway's configured name, by serial (report headers and plot titles show both)."""
+    with _connection(db) as conn:
+        return {str(row.serial): str(row.name) for row in repository.list_gateways(conn)}
+
+
 def report_document(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: str) -> dict[str, Any]:
     """The JSON of `envoylog report --format json` (SPEC section 3): NaN becomes null, times end in Z."""
     per_day: dict[tuple[str, date], list[dict[str, Any]]] = {}

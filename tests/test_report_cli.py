@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from conftest import DATABASES, Site, empty_database
 from typer.testing import CliRunner, Result
@@ -179,7 +181,7 @@ def test_a_day_without_data_is_reported_as_such_in_the_table(db: Logged) -> None
 def test_table_reads_in_kwh_with_coverage_and_totals(db: Logged) -> None:
     (day,) = document("--day", DAY.isoformat())["days"]
     table = ok("--day", DAY.isoformat())
-    assert f"gateway {db.serial}" in table and ZONE in table and "kWh" in table
+    assert f"gateway {db.serial} ({db.name}): days in {ZONE}, energy in kWh" in table
     line = next(line for line in table.splitlines() if line.startswith("2026-06-21"))
     assert f"{day['production_wh'] / 1000:,.2f}" in line  # kWh with two decimals
     assert f"{day['coverage'] * 100:.0f}%" in line
@@ -244,6 +246,59 @@ def test_plot_of_a_range_draws_daily_bars(db: Logged, tmp_path: Path) -> None:
     path = tmp_path / "range.png"
     ok("--from", "2026-06-19", "--to", "2026-06-23", "--plot", str(path), "--format", "csv")
     assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 10_000
+
+
+def test_plots_name_the_gateway_and_mark_the_days_not_fully_logged() -> None:
+    from envoylog import plots
+
+    days = pd.DataFrame(
+        {
+            "gateway": ["122238082763"] * 3,
+            "day": [date(2026, 6, 20), date(2026, 6, 21), date(2026, 6, 22)],
+            "production_wh": [30000.0, 12000.0, math.nan],
+            "consumption_wh": [10000.0, 5000.0, math.nan],
+            "import_wh": [2000.0, 1000.0, math.nan],
+            "export_wh": [22000.0, 8000.0, math.nan],
+            "coverage": [1.0, 0.5, 0.0],
+        }
+    )
+    names = {"122238082763": "home"}
+    (ax,) = plots.plot_days(days, ZONE, names).axes
+    assert ax.get_title() == f"2026-06-20 to 2026-06-22 ({ZONE}), gateway 122238082763 (home)"
+    bars = [patch for patch in ax.patches if patch.get_width() > 0]
+    full = [bar for bar in bars if round(bar.get_x() + bar.get_width() / 2) == 0]
+    partial = [bar for bar in bars if round(bar.get_x() + bar.get_width() / 2) == 1]
+    assert len(full) == len(partial) == 4  # production, consumption, import, export
+    assert all(bar.get_hatch() is None and bar.get_alpha() is None for bar in full)
+    assert all(bar.get_hatch() == plots.PARTIAL_HATCH for bar in partial)
+    labels = [text.get_text() for text in ax.texts]
+    assert "50%" in labels and "no data" in labels
+    assert "day not fully logged" in [text.get_text() for text in ax.get_legend().get_texts()]
+    curve = pd.DataFrame(columns=["gateway", "at", "production_watts", "consumption_watts", "net_watts"])
+    curve.loc[0] = ["122238082763", pd.Timestamp("2026-06-21T10:00Z"), 1000.0, 500.0, -500.0]
+    (ax,) = plots.plot_day(curve, date(2026, 6, 21), ZONE, names).axes
+    assert ax.get_title() == f"2026-06-21 ({ZONE}), gateway 122238082763 (home)"
+
+
+def test_gateway_text_cannot_drive_the_terminal(db: Logged) -> None:
+    from envoylog.report_output import format_table
+
+    days = pd.DataFrame(
+        {column: [math.nan] for column in DAY_COLUMNS}
+        | {"gateway": ["\x1b]0;evil\x07"], "day": [DAY], "notes": [[]]}
+    )
+    inverters = pd.DataFrame(
+        {
+            "gateway": ["\x1b]0;evil\x07"],
+            "day": [DAY],
+            "serial": ["\x1b[2J"],
+            "wh": [1.0],
+            "basis": ["joules"],
+        }
+    )
+    table = format_table(days, inverters, ZONE, {"\x1b]0;evil\x07": "\x1b[31mred"})
+    assert "\x1b" not in table and "\x07" not in table
+    assert "gateway ?]0;evil? (?[31mred)" in table and "?[2J" in table
 
 
 def test_plot_of_a_day_without_data_still_draws_and_says_so(db: Logged, tmp_path: Path) -> None:
