@@ -171,7 +171,7 @@ def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:
             raise ConfigError(f"config file {path} does not exist") from None
         return {}
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
+        raise ConfigError(f"cannot read config file {path}: it is a directory") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable as UTF-8 text"
         raise ConfigError(f"cannot read config file {path}: {reason}") from None
