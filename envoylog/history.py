@@ -412,7 +412,9 @@ def _meters(model: GatewayModel, polls: IntArray) -> list[_Series]:
             mean = phase_volts[0]
             for volts in phase_volts[1:]:
                 mean = mean + volts
-            out[-len(phases) - 1].values["volts"] = mean / len(phase_volts)
+            mean = mean / len(phase_volts)
+            # Python's round, value by value: numpy's rounds a few halves the other way.
+            out[-len(phases) - 1].values["volts"] = np.array([round(float(v), 3) for v in mean])
     return out
 
 

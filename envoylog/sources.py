@@ -285,7 +285,7 @@ def mean_volts(volts: Sequence[float | None]) -> float | None:
     known = [value for value in volts if value is not None]
     if not known or len(known) < len(volts):
         return None
-    return sum(known) / len(known)
+    return round(sum(known) / len(known), 3)  # millivolts, as the gateway gives a phase's voltage
 
 
 def _with_mean_volts(rows: list[MeterReading]) -> list[MeterReading]:

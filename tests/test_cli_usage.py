@@ -233,7 +233,7 @@ def test_main_help_names_every_environment_variable_and_the_exit_codes() -> None
 
 def test_shell_completion_can_be_shown_for_installing() -> None:
     result = envoylog("--show-completion", "bash")
-    assert result.exit_code == 0
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     assert "_ENVOYLOG_COMPLETE" in result.stdout and "complete " in result.stdout
 
 
