@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 from typer.core import TyperGroup
 
 from envoylog.config import ENVIRONMENT, Settings, load_settings
-from envoylog.errors import EXIT_CODES, EnvoylogError
+from envoylog.db.engine import describe_db_error
+from envoylog.errors import EXIT_CODES, DatabaseError, EnvoylogError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,6 +120,11 @@ def run_cli(ctx: typer.Context, action: Callable[[Options], T]) -> T:
         return action(options)
     except EnvoylogError as exc:
         fail(str(exc), exc.status, options.verbose)
+    except SQLAlchemyError as exc:
+        # A database that is locked, read-only, full, damaged or gone, met outside a command's own checks.
+        fail(f"database error: {describe_db_error(exc)}", DatabaseError.exit_code, options.verbose)
+    except UnicodeDecodeError:
+        fail("database error: it holds text that is not UTF-8 (is the file damaged?)", 5, options.verbose)
     except KeyboardInterrupt:
         fail("interrupted", 130, options.verbose)
     except typer.Exit:

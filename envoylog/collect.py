@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from envoylog import readings
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import repository
-from envoylog.db.engine import describe_db_error
+from envoylog.db.engine import describe_db_error, waiting_until
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
 from envoylog.errors import ConfigError, DatabaseError, EnvoylogError, GatewayError
@@ -29,6 +29,7 @@ from envoylog.gateway.client import (
     GatewayUnreachable,
 )
 from envoylog.gateway.cloud import CloudClient
+from envoylog.plausible import plausible_snapshot
 from envoylog.sources import (
     API_V1_PRODUCTION,
     DEVICE_DATA,
@@ -96,17 +97,19 @@ def collect_all(
 ) -> list[GatewayRun]:
     """One poll cycle of every configured gateway, one after another, under the database's collect lock."""
     started = time.monotonic()
-    engine = open_database(settings.db_url, create=True)
+    with waiting_until(started + deadline_s):
+        engine = open_database(settings.db_url, create=True)
     try:
-        with collect_lock(engine):
+        with waiting_until(started + deadline_s), collect_lock(engine):
             runs = []
             for index, gateway in enumerate(settings.gateways):
                 # Each gateway gets a fair share of what is left, so one that hangs cannot starve the rest.
                 remaining = started + deadline_s - time.monotonic()
                 deadline = time.monotonic() + remaining / (len(settings.gateways) - index)
-                run = collect_gateway(
-                    engine, settings, gateway, deadline=deadline, clock=clock, cloud_verify=cloud_verify
-                )
+                with waiting_until(deadline):
+                    run = collect_gateway(
+                        engine, settings, gateway, deadline=deadline, clock=clock, cloud_verify=cloud_verify
+                    )
                 log.info("%s", run.summary())
                 runs.append(run)
             return runs
@@ -170,7 +173,8 @@ def collect_gateway(
             )
             auth.prepare()
         answers, discovery, html_only = _read(client, auth, info, record.discovery, run, now)
-        snapshot = build_snapshot(info, ct_configs(discovery), answers, now)
+        snapshot, impossible = plausible_snapshot(build_snapshot(info, ct_configs(discovery), answers, now))
+        run.endpoint_errors += impossible
         if not (snapshot.meters or snapshot.inverters or snapshot.batteries) and run.endpoint_errors:
             if html_only:
                 raise UnsupportedGateway(
@@ -193,6 +197,9 @@ def collect_gateway(
             "failed",
             DatabaseError(f"cannot store the readings: {describe_db_error(exc)}"),
         )
+    except Exception as exc:  # a defect met with one gateway: logged, and the others still run
+        log.info("internal error collecting %s", gateway.name, exc_info=True)
+        run.outcome, run.error = "failed", EnvoylogError(f"internal error: {type(exc).__name__}: {exc}")
     finally:
         if client is not None:
             client.close()
@@ -326,6 +333,13 @@ def _read(
             run.endpoint_errors.append(f"{path}: {exc}")
             complete = False
             html_only = html_only and isinstance(exc, readings.HtmlAnswer)
+            continue
+        except Exception as exc:  # one answer that no parser foresaw must not end the run
+            log.info("cannot read %s", path, exc_info=True)
+            run.endpoint_errors.append(
+                f"{path}: answered something envoylog cannot read ({type(exc).__name__})"
+            )
+            complete = html_only = False
             continue
         answered = True
         if path in SLOW_ENDPOINTS:

@@ -9,8 +9,11 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from envoylog.collect import collect_all, raise_for_runs
 from envoylog.config import Settings
+from envoylog.db.engine import describe_db_error
 from envoylog.errors import ConfigError, EnvoylogError
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,9 @@ def collect_every(
                 raise  # nothing will change by trying again
             except EnvoylogError as exc:
                 warn(f"envoylog: error: {exc}")
+            except SQLAlchemyError as exc:
+                # A database restarting under a long-running collector: the next cycle reconnects.
+                warn(f"envoylog: error: database error: {describe_db_error(exc)}")
             stop.wait(max(0.0, every_s - (time.monotonic() - started)))
     finally:
         for sig, handler in previous.items():

@@ -218,6 +218,8 @@ def decode_json(body: bytes | str, what: str) -> Any:
     """JSON from a response body; a ParseError names the endpoint."""
     try:
         return json.loads(body)
+    except RecursionError:
+        raise ParseError(f"{what} answered JSON nested too deeply to be a gateway's") from None
     except (ValueError, UnicodeDecodeError):
         text = body[:200].decode("utf-8", "replace") if isinstance(body, bytes) else body[:200]
         if text.lstrip().lower().startswith(("<!doctype html", "<html")):
@@ -506,11 +508,20 @@ def _entries(root: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 
 
 def _float(value: Any) -> float | None:
-    """A finite number, or None for anything else (strings, booleans, NaN, infinities)."""
+    """A number as a float; None where there is none (a string, a boolean, null).
+
+    A number no float can hold (an integer of hundreds of digits), NaN and infinities (which JSON itself does
+    not have) are a broken answer: ParseError.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ParseError("a number too large to be a reading") from None
+    if not math.isfinite(number):
+        raise ParseError(f"a number that is not finite ({number})")
+    return number
 
 
 def _counter(value: Any) -> float | None:

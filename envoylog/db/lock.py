@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from envoylog.errors import DatabaseError, LockedError
 # Advisory locks are per database, not per schema: the key names the schema so that envoylog installations
 # sharing a PostgreSQL database in different schemas do not block each other.
 PG_LOCK_KEY = "hashtext(current_schema() || :purpose)"
+
+log = logging.getLogger(__name__)
 
 LOCKED_MESSAGE = "another envoylog collect is running on this database; this run stored nothing"
 
@@ -42,10 +45,17 @@ def collect_lock(engine: Engine) -> Iterator[None]:
             raise LockedError(LOCKED_MESSAGE)
         yield
     finally:
-        if locked:
-            conn.execute(text(f"SELECT pg_advisory_unlock({PG_LOCK_KEY})"), {"purpose": ":collect"})
-            conn.commit()
-        conn.close()
+        try:
+            if locked:
+                conn.execute(text(f"SELECT pg_advisory_unlock({PG_LOCK_KEY})"), {"purpose": ":collect"})
+                conn.commit()
+            conn.close()
+        except SQLAlchemyError as exc:
+            # The server dropped the connection (a restart): its session's locks went with it.
+            log.info(
+                "the collect lock's connection was lost (%s): the lock went with it", describe_db_error(exc)
+            )
+            conn.invalidate()
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -61,8 +62,10 @@ def upgrade(engine: Engine) -> bool:
                         text(f"SELECT pg_advisory_xact_lock({PG_LOCK_KEY})"), {"purpose": ":migrate"}
                     )
                 # Checked again under the lock: another process may have upgraded meanwhile.
-                if MigrationContext.configure(conn).get_current_revision() == head:
+                revision = MigrationContext.configure(conn).get_current_revision()
+                if revision == head:
                     return False
+                _check_known(revision)
                 command.upgrade(alembic_config(conn), "head")
         return True
     except SQLAlchemyError as exc:
@@ -78,6 +81,7 @@ def open_database(url: str, *, create: bool) -> Engine:
     engine = create_db_engine(url, create=create)
     try:
         revision = current_revision(engine)
+        _check_known(revision)
         if revision is None and not create:
             raise NoDatabase(f"{describe_location(engine)} holds no envoylog data: {FIRST_STEP}")
         if revision != head_revision():
@@ -86,6 +90,22 @@ def open_database(url: str, *, create: bool) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+def _check_known(revision: str | None) -> None:
+    """Refuse a database that a newer envoylog has upgraded: this one cannot know its tables."""
+    if revision is None:
+        return
+    scripts = ScriptDirectory.from_config(alembic_config())
+    try:
+        known = scripts.get_revision(revision) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise DatabaseError(
+            f"the database is at revision {revision}, newer than this envoylog's {head_revision()}: "
+            "upgrade envoylog"
+        )
 
 
 def require_database(engine: Engine) -> None:

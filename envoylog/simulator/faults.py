@@ -13,6 +13,7 @@ class EndpointFault:
     status: int | None = None  # answer with this HTTP status instead of the data
     malformed: bool = False  # answer 200 with a body that is not valid JSON
     hang_seconds: float = 0.0  # wait this many real seconds before answering
+    body: str | None = None  # answer 200 with exactly this body (a hostile or broken gateway's answer)
 
 
 @dataclass

@@ -155,6 +155,8 @@ class Gateway:
             return response
         if fault is not None and fault.status is not None:
             return Response.text(fault.status, f"simulated fault: HTTP {fault.status}\n")
+        if fault is not None and fault.body is not None:
+            return Response(200, fault.body.encode(), "application/json")
         body = self.model.render(request.path, request.query, now, self.faults.quirks)
         if body is None:
             return Response.text(404, "Not Found\n")

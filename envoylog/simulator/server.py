@@ -556,7 +556,7 @@ def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:
         return None
     if not isinstance(spec, dict):
         raise ValueError(f"the fault of {path} must be an object or null")
-    unknown = set(spec) - {"status", "malformed", "hang_seconds"}
+    unknown = set(spec) - {"status", "malformed", "hang_seconds", "body"}
     if unknown:
         raise ValueError(f"unknown endpoint fault field(s): {', '.join(sorted(unknown))}")
     status = spec.get("status")
@@ -566,8 +566,11 @@ def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:
     if not _is_number(hang) or hang < 0:
         raise ValueError("hang_seconds must be a number of seconds, not negative")
     malformed = _bool(spec.get("malformed", False), "malformed")
+    body = spec.get("body")
+    if body is not None and not isinstance(body, str):
+        raise ValueError("body must be a string")
     return EndpointFault(
-        status=None if status is None else int(status), malformed=malformed, hang_seconds=hang
+        status=None if status is None else int(status), malformed=malformed, hang_seconds=hang, body=body
     )
 
 
