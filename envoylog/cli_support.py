@@ -42,8 +42,9 @@ DbOption = Annotated[
     str | None,
     typer.Option("--db", metavar="URL", help="SQLAlchemy URL of the database [env: ENVOYLOG_DB]."),
 ]
+# A string, not a Path: the config file is checked, with one line for each trouble, when it is read.
 ConfigOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--config", metavar="FILE", help="TOML config file [env: ENVOYLOG_CONFIG]."),
 ]
 VerboseOption = Annotated[
@@ -59,10 +60,10 @@ class Options:
     config: Path | None = None
     verbose: bool = False
 
-    def update(self, db: str | None, config: Path | None, verbose: bool) -> None:
+    def update(self, db: str | None, config: str | None, verbose: bool) -> None:
         """Take the values given at this level of the command line; later levels win."""
         self.db = db if db is not None else self.db
-        self.config = config if config is not None else self.config
+        self.config = Path(config) if config is not None else self.config
         self.verbose = self.verbose or verbose
         configure_logging(self.verbose)
 
@@ -103,7 +104,7 @@ def global_options(function: F) -> F:
     ]
 
     @functools.wraps(function)
-    def wrapper(*args: Any, db: str | None, config: Path | None, verbose: bool, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, db: str | None, config: str | None, verbose: bool, **kwargs: Any) -> Any:
         options_of(kwargs["ctx"]).update(db, config, verbose)
         return function(*args, **kwargs)
 

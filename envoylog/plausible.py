@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from envoylog.db.repository import Snapshot
-from envoylog.readings import MeterReading
+from envoylog.readings import MAX_SERIAL_CHARS, MeterReading
 
 MAX_SITE_WATTS = 500_000.0  # a large commercial site; a house peaks at tens of kW
 MAX_SITE_WH = 1e10  # 10 GWh: 500 kW for more than twenty years
@@ -74,14 +74,23 @@ def plausible_snapshot(snapshot: Snapshot) -> tuple[Snapshot, list[str]]:
     inverters = [
         checked
         for reading in snapshot.inverters
-        if (checked := _check(reading, _INVERTER, "watts", f"inverter {reading.serial}", problems))
+        if _serial_fits(reading.serial, "inverter", problems)
+        and (checked := _check(reading, _INVERTER, "watts", f"inverter {reading.serial}", problems))
     ]
     batteries = [
         checked
         for reading in snapshot.batteries
-        if (checked := _check(reading, _BATTERY, None, f"battery {reading.serial or 'acb'}", problems))
+        if _serial_fits(reading.serial, "battery", problems)
+        and (checked := _check(reading, _BATTERY, None, f"battery {reading.serial or 'acb'}", problems))
     ]
     return Snapshot(meters=meters, inverters=inverters, batteries=batteries), problems
+
+
+def _serial_fits(serial: str | None, device: str, problems: list[str]) -> bool:
+    if serial is None or len(serial) <= MAX_SERIAL_CHARS:
+        return True
+    problems.append(f"a {device} with a serial of {len(serial)} characters (no device's): not stored")
+    return False
 
 
 def _meter_bounds(reading: MeterReading) -> dict[str, Bound]:

@@ -19,6 +19,9 @@ from envoylog.errors import GatewayError
 # A gateway timestamp further ahead of the collector's clock than this is not believed (SPEC section 5).
 MAX_CLOCK_LEAD = timedelta(hours=1)
 WH_PER_JOULE = 1 / 3600
+# Longer texts than these are no gateway's (and would not fit the database's columns).
+MAX_SERIAL_CHARS = 64
+MAX_FIRMWARE_CHARS = 40
 
 
 class ParseError(GatewayError):
@@ -246,13 +249,16 @@ def parse_info(body: bytes | str) -> GatewayInfo:
     if not serial or not software:
         raise ParseError("/info lacks the serial number or the firmware version")
     firmware = software[1:] if software[0].isalpha() else software
-    if not firmware or not firmware[0].isdigit():
+    if not firmware or not firmware[0].isdigit() or len(firmware) > MAX_FIRMWARE_CHARS:
         raise ParseError(f"/info has an unreadable firmware version {software[:20]!r}")
+    if len(serial) > MAX_SERIAL_CHARS:
+        raise ParseError(f"/info has a serial of {len(serial)} characters, not a gateway's")
+    part_number = (device.findtext("pn") or "").strip()
     tokens_text = (root.findtext("web-tokens") or "").strip().lower()
     return GatewayInfo(
         serial=serial,
         firmware=firmware,
-        part_number=(device.findtext("pn") or "").strip() or None,
+        part_number=part_number if 0 < len(part_number) <= MAX_FIRMWARE_CHARS else None,
         metered=(device.findtext("imeter") or "").strip().lower() == "true",
         web_tokens={"true": True, "false": False}.get(tokens_text),
     )

@@ -164,3 +164,22 @@ def endless(chunk: bytes = b"[" * 65536) -> Callable[[], Iterator[tuple[bytes, f
             yield chunk, 0.0
 
     return body
+
+
+def without_root_powers() -> list[str]:
+    """A command prefix under which file permissions hold, also for root (who otherwise ignores them).
+
+    Root keeps its uid but loses the capabilities to override read, write and search permissions; another
+    user needs no prefix.
+    """
+    import os
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be made to hold")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"]

@@ -85,7 +85,7 @@ def test_unreachable_postgresql_is_exit_5(isolated_env: Path) -> None:
         app, ["--db", "postgresql+psycopg://nobody@127.0.0.1:9/none", "db", "current"]
     )
     assert result.exit_code == 5
-    assert result.stderr.startswith("envoylog: error: cannot read the database")
+    assert result.stderr.startswith("envoylog: error: cannot open the PostgreSQL database none on 127.0.0.1")
     assert "Traceback" not in result.output
 
 

@@ -6,16 +6,31 @@ part, and `hostile.HostilePeer` where only a deliberately evil server can.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import threading
 import time
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Site
-from hostile import INFO_FW8, HostilePeer, Route, endless, trickle
+from conftest import Site, envoylog_command, user_environment
+from hostile import INFO_FW8, HostilePeer, Route, endless, trickle, without_root_powers
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from typer.testing import CliRunner
 
+from envoylog.cli import app
 from envoylog.collect import collect_all
 from envoylog.config import GatewaySettings, Settings, load_settings
 from envoylog.errors import ConfigError, GatewayError
+from envoylog.simulator import EndpointFault, Simulator
 
 
 def settings_for(db_url: str, host: str, **gateway: object) -> Settings:
@@ -142,3 +157,398 @@ def test_12_a_plain_http_cloud_url_is_refused(
     monkeypatch.setenv(variable, "http://enlighten.example")
     with pytest.raises(ConfigError, match="expected an https:// URL"):
         load_settings()
+
+
+# --- 4. one malformed answer ends only that endpoint ---------------------------------------------------
+
+
+def production_json(watts: str, wh: str = "1000") -> str:
+    """A /production.json with a production CT whose power and lifetime energy are given as JSON text."""
+    return (
+        '{"production": [{"type": "eim", "activeCount": 1, "measurementType": "production", '
+        f'"readingTime": {int(time.time())}, "wNow": {watts}, "whLifetime": {wh}}}], "consumption": []}}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/production.json", production_json("1" + "0" * 400)),  # a 401-digit integer: OverflowError
+        ("/ivp/meters/readings", "[" * 100_000 + "]" * 100_000),  # RecursionError in the JSON parser
+    ],
+    ids=["401-digit integer", "100000 nested arrays"],
+)
+def test_4_a_malformed_answer_is_an_endpoint_error_and_everything_else_is_stored(
+    site: Site, tmp_path: Path, path: str, body: str
+) -> None:
+    assert site.collect().outcome == "ok"
+    site.sim.clock.advance(timedelta(minutes=1))
+    site.sim.set_endpoint_fault(path, EndpointFault(body=body))
+    with Simulator("legacy", state_dir=tmp_path / "second") as second:  # needs no token from the cloud
+        settings = site.settings()
+        other = Site(second, site.db_url).settings(name="barn")
+        both = replace(settings, gateways=(*settings.gateways, *other.gateways))
+        first, after = collect_all(both, clock=site.sim.clock.now, cloud_verify=str(site.sim.ca_file))
+    assert (first.outcome, first.error) == ("partial", None)
+    assert [error.split(":")[0].split("?")[0] for error in first.endpoint_errors] == [path]
+    assert sum(first.rows_added.values()) > 0  # the other endpoints' readings
+    assert after.name == "barn" and after.error is None  # and the next gateway too
+    assert site.query("SELECT COUNT(*) FROM runs WHERE outcome = 'running'") == [(0,)]
+
+
+# --- 11. impossible values are not stored -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("watts", "wh", "said"),
+    [
+        ("1e308", "1000", "1e+308 W is not a possible watts: not stored"),
+        ("-5000", "1000", "-5000 W is not a possible watts: not stored"),
+        ("100", "9e18", "9e+18 Wh is not a possible wh_lifetime: stored as unknown"),
+        ("100", "-1", "-1 Wh is not a possible wh_lifetime: stored as unknown"),
+    ],
+)
+def test_11_impossible_values_are_never_stored(site: Site, watts: str, wh: str, said: str) -> None:
+    assert site.collect().outcome == "ok"
+    site.sim.clock.advance(timedelta(minutes=1))
+    site.sim.set_endpoint_fault("/production.json", EndpointFault(body=production_json(watts, wh)))
+    run = site.collect()
+    assert run.outcome == "partial"
+    assert any(said in error for error in run.endpoint_errors), run.endpoint_errors
+    rows = site.query(
+        "SELECT m.watts, m.wh_lifetime FROM meter_readings m JOIN series s ON s.id = m.series_id "
+        "WHERE s.kind = 'production' AND s.phase = 0"
+    )
+    assert all(-1000 <= w <= 500_000 and (wh_ is None or 0 <= wh_ <= 1e10) for w, wh_ in rows), rows
+    report = CliRunner().invoke(app, ["--db", site.db_url, "report", "--day", "today", "--format", "json"])
+    assert report.exit_code == 0 and report.stderr == ""  # no overflow warning, no inf
+    assert "Infinity" not in report.stdout and "inf" not in report.stdout.lower().replace("info", "")
+
+
+# --- 17. texts too long for the database ---------------------------------------------------------------
+
+
+def test_17_an_overlong_serial_costs_that_device_only(site: Site) -> None:
+    now = int(time.time())
+    device_data = (
+        '{"1": {"sn": "' + "4" * 80 + '", "devName": "pcu", "channels": [{"lastReading": {"endDate": '
+        f"{now}" + '}, "watts": {"now": 100, "max": 290}, "lifetime": {"joulesProduced": 5}}]}, '
+        '"deviceCount": 1, "deviceDataLimit": 50}'
+    )
+    site.sim.set_endpoint_fault("/ivp/pdm/device_data", EndpointFault(body=device_data))
+    run = site.collect()
+    assert run.outcome == "partial" and run.error is None
+    assert any("serial of 80 characters" in error for error in run.endpoint_errors)
+    assert run.rows_added["production"] > 0  # everything else is stored, on PostgreSQL too
+
+
+def test_17_an_overlong_gateway_serial_is_an_unreadable_info(site: Site) -> None:
+    info = INFO_FW8.decode().replace("122238082763", "1" * 100)
+    site.sim.set_endpoint_fault("/info", EndpointFault(body=info))
+    run = site.collect()
+    assert run.outcome == "failed" and run.error is not None and run.error.status == 4
+    assert "a serial of 100 characters" in str(run.error)
+
+
+# --- 3. PostgreSQL restarting under a run, or under collect --every -------------------------------------
+
+
+def terminate(db_url: str, application: str) -> int:
+    """End every server connection of `application`, as a server restart does; how many there were."""
+    admin = create_engine(db_url)
+    try:
+        with admin.begin() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"
+                    ),
+                    {"a": application},
+                ).all()
+            )
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_3_a_database_restart_during_a_run_loses_nothing_and_ends_well(site: Site) -> None:
+    if not site.db_url.startswith("postgresql"):
+        pytest.skip("a server that drops its connections is a PostgreSQL matter")
+    url = make_url(site.db_url).update_query_dict({"application_name": "envoylog-restart"})
+    restarting = Site(site.sim, url.render_as_string(hide_password=False))
+    assert restarting.collect().outcome == "ok"
+    site.sim.clock.advance(timedelta(minutes=1))
+    site.sim.set_endpoint_fault("/ivp/meters/readings", EndpointFault(hang_seconds=1.5))
+    before = site.rows()["meter_readings"]
+    ended = threading.Timer(0.5, terminate, (site.db_url, "envoylog-restart"))
+    ended.start()
+    run = restarting.collect()  # the lock's connection and the pool's die while the gateway is read
+    ended.join()
+    assert (run.outcome, run.error) == ("ok", None), run.summary()
+    assert site.rows()["meter_readings"] > before
+    assert site.query("SELECT outcome FROM runs ORDER BY id DESC LIMIT 1") == [("ok",)]
+
+
+@pytest.mark.postgres
+def test_3_collect_every_keeps_polling_through_a_database_restart(site: Site, tmp_path: Path) -> None:
+    if not site.db_url.startswith("postgresql"):
+        pytest.skip("a server that drops its connections is a PostgreSQL matter")
+    url = make_url(site.db_url).update_query_dict({"application_name": "envoylog-every"})
+    env = user_environment(
+        tmp_path, **site.sim.environment(), ENVOYLOG_DB=url.render_as_string(hide_password=False)
+    )
+    process = subprocess.Popen(
+        [*envoylog_command(), "collect", "--every", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def runs() -> int:
+            try:
+                return int(site.query("SELECT COUNT(*) FROM runs WHERE outcome = 'ok'")[0][0])
+            except SQLAlchemyError:
+                return 0  # no tables yet
+
+        deadline = time.monotonic() + 30
+        while runs() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # Connections live while a cycle runs (a slow endpoint makes it last): end them, as a restart would.
+        site.sim.set_endpoint_fault("/ivp/meters/readings", EndpointFault(hang_seconds=0.5))
+        ended = 0
+        while not ended and time.monotonic() < deadline:
+            ended = terminate(site.db_url, "envoylog-every")
+            time.sleep(0.05)
+        assert ended >= 1
+        site.sim.set_endpoint_fault("/ivp/meters/readings", None)
+        after = runs()
+        while runs() < after + 2 and time.monotonic() < deadline + 30:
+            time.sleep(0.2)
+        assert runs() >= after + 2 and process.poll() is None  # still polling, and storing
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert b"Traceback" not in stderr
+
+
+# --- 6. no token on stderr when storing it fails ---------------------------------------------------------
+
+
+def failing_auth_writes(db_url: str) -> None:
+    """Make every write of the auth table fail inside the database, as a full or broken disk would."""
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        if db_url.startswith("sqlite"):
+            conn.execute(
+                text(
+                    "CREATE TRIGGER no_auth BEFORE INSERT ON auth "
+                    "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+                )
+            )
+        else:
+            conn.execute(text(
+                "CREATE FUNCTION no_auth() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$"
+            ))  # fmt: skip
+            conn.execute(
+                text("CREATE TRIGGER no_auth BEFORE INSERT ON auth FOR EACH ROW EXECUTE FUNCTION no_auth()")
+            )
+    engine.dispose()
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["quiet", "verbose"])
+def test_6_a_failing_token_write_prints_no_token(site: Site, isolated_env: Path, verbose: list[str]) -> None:
+    token = site.sim.issue_token()
+    assert CliRunner().invoke(app, ["--db", site.db_url, "db", "upgrade"]).exit_code == 0
+    failing_auth_writes(site.db_url)
+    result = CliRunner().invoke(app, ["auth", "set-token", token, "--db", site.db_url, *verbose])
+    assert result.exit_code == 5
+    assert result.stderr.splitlines()[-1].startswith("envoylog: error: database error: ")
+    assert "disk on fire" in result.stderr
+    _, payload, signature = token.split(".")
+    for part in (signature, payload, payload[:40], signature[:20]):
+        assert part not in result.output, "a piece of the token reached the output"
+
+
+# --- 9. database trouble outside collect: one line, exit 5 ---------------------------------------------
+
+
+def test_9_a_database_locked_by_another_writer_is_exit_5(tmp_path: Path, isolated_env: Path) -> None:
+    database = tmp_path / "envoylog.db"
+    url = f"sqlite:///{database}"
+    assert CliRunner().invoke(app, ["--db", url, "db", "upgrade"]).exit_code == 0
+    with sqlite3.connect(database) as conn:  # a session to forget: logging out has something to write
+        conn.execute(
+            "INSERT INTO gateways (serial, name, first_seen_at, last_seen_at) VALUES ('1', 'x', 0, 0)"
+        )
+        conn.execute("INSERT INTO auth (gateway_id, kind, secret, updated_at) VALUES (1, 'session', 's', 0)")
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(app, ["auth", "logout", "--db", url])
+        took = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 5 and result.stderr == "envoylog: error: database error: database is locked\n"
+    assert took < 15
+
+
+def test_9_a_database_of_a_newer_envoylog_is_exit_5_and_says_to_upgrade(
+    db_url: str, isolated_env: Path
+) -> None:
+    assert CliRunner().invoke(app, ["--db", db_url, "db", "upgrade"]).exit_code == 0
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    for command in (["status"], ["db", "upgrade"], ["collect"]):
+        result = CliRunner().invoke(app, ["--db", db_url, *command])
+        assert result.exit_code == 5, command
+        assert re.fullmatch(
+            r"envoylog: error: the database is at revision 0099, newer than this envoylog's \d{4}: "
+            r"upgrade envoylog\n",
+            result.stderr,
+        ), result.stderr
+
+
+@pytest.mark.parametrize("damage", ["text that is not UTF-8", "a column gone"])
+def test_9_a_damaged_database_is_exit_5_in_one_line(tmp_path: Path, isolated_env: Path, damage: str) -> None:
+    database = tmp_path / "envoylog.db"
+    url = f"sqlite:///{database}"
+    assert CliRunner().invoke(app, ["--db", url, "db", "upgrade"]).exit_code == 0
+    with sqlite3.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO gateways (serial, name, first_seen_at, last_seen_at) VALUES ('1', 'x', 0, 0)"
+        )
+        if damage == "a column gone":
+            conn.execute("ALTER TABLE events DROP COLUMN detail")
+        else:
+            conn.execute("UPDATE gateways SET name = CAST(X'FFFE41' AS TEXT)")
+    commands = [["status"]] if damage == "a column gone" else [["status"], ["latest"], ["auth", "status"]]
+    for command in commands:
+        result = CliRunner().invoke(app, ["--db", url, *command])
+        assert result.exit_code == 5, (command, result.output)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(
+            "envoylog: error: database error: "
+        )
+
+
+def test_9_a_full_disk_while_storing_a_token_is_exit_5(tmp_path: Path, isolated_env: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a small filesystem of its own needs root to mount")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], check=False
+    ).returncode:
+        pytest.skip("this machine does not let a test mount a small filesystem")
+    try:
+        url = f"sqlite:///{disk / 'envoylog.db'}"
+        assert CliRunner().invoke(app, ["--db", url, "db", "upgrade"]).exit_code == 0
+        filler = os.open(disk / "filler", os.O_CREAT | os.O_WRONLY)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(filler, b"\0" * 4096)
+        os.close(filler)
+        with Simulator("standard", state_dir=tmp_path / "sim") as sim:
+            token = sim.issue_token()
+        result = CliRunner().invoke(app, ["--db", url, "auth", "set-token", token])
+        assert result.exit_code == 5, result.output
+        assert result.stderr.count("\n") == 1 and "full" in result.stderr
+        assert token.split(".")[2] not in result.output
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+# --- 13. --every with no sense in it -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("every", ["nan", "inf", "-1", "0.5"])
+def test_13_collect_every_needs_a_sensible_number_of_seconds(every: str, isolated_env: Path) -> None:
+    result = CliRunner().invoke(app, ["collect", "--every", every])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("envoylog: error: --every must be from 1 to 86400 seconds, not ")
+
+
+# --- 15. config files in odd places and shapes -----------------------------------------------------------
+
+
+def run_as_user(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*without_root_powers(), *envoylog_command(), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("where", ["in a folder you cannot enter", "not readable"])
+def test_15_a_config_file_out_of_reach_is_one_line_and_exit_2(tmp_path: Path, where: str) -> None:
+    folder = tmp_path / "private"
+    folder.mkdir()
+    config = folder / "config.toml"
+    config.write_text('timezone = "UTC"\n')
+    locked = folder if where == "in a folder you cannot enter" else config
+    locked.chmod(0)
+    try:
+        for args in (["--config", str(config), "status"], ["status"]):
+            env = (
+                user_environment(tmp_path, ENVOYLOG_CONFIG=str(config))
+                if args[0] == "status"
+                else user_environment(tmp_path)
+            )
+            done = run_as_user(args, env, tmp_path)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr == f"envoylog: error: cannot read config file {config}: Permission denied\n"
+    finally:
+        locked.chmod(0o700)
+
+
+def test_15_a_config_nested_too_deep_or_with_a_byte_order_mark(tmp_path: Path, isolated_env: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_settings(config=deep, environ={})
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes("\ufefftimezone = 'Europe/Amsterdam'\n".encode())
+    assert load_settings(config=bom, environ={}).timezone == "Europe/Amsterdam"
+
+
+# --- 19. the small things ----------------------------------------------------------------------------------
+
+
+def test_19_environment_values_are_trimmed(tmp_path: Path, isolated_env: Path) -> None:
+    settings = load_settings(
+        environ={
+            "ENVOYLOG_DB": f"sqlite:///{tmp_path / 'envoylog.db'} ",
+            "ENVOYLOG_SERIAL": " 122238082763\n",
+        }
+    )
+    assert settings.db_url == f"sqlite:///{tmp_path / 'envoylog.db'}"
+    assert settings.gateways[0].serial == "122238082763"
+
+
+def test_19_a_read_only_folder_is_said_to_be_one(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'envoylog.db'}"
+    assert CliRunner().invoke(app, ["--db", url, "db", "upgrade"]).exit_code == 0
+    for journal in folder.glob("envoylog.db-*"):
+        journal.unlink()
+    folder.chmod(0o555)
+    try:
+        done = run_as_user(["--db", url, "status"], user_environment(tmp_path), tmp_path)
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode == 5
+    assert done.stderr == (
+        f"envoylog: error: cannot open the database {folder / 'envoylog.db'}: "
+        f"the folder {folder} is read-only: SQLite keeps the database's journal (-wal, -shm) beside it, "
+        "so envoylog needs to write there\n"
+    )

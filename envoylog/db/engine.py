@@ -22,7 +22,7 @@ SQLITE_BEGIN = "sqlite_begin"
 
 # How long a command waits for a database that another process holds (a writer, a lock): a person waits this
 # long; the collector waits no longer than its run's deadline (`waiting_until`).
-WAIT_S = 10.0
+WAIT_S = 5.0
 CONNECT_TIMEOUT_S = 10  # a server that accepts the connection and never answers
 _deadline: ContextVar[float | None] = ContextVar("envoylog_db_deadline", default=None)
 
@@ -123,4 +123,20 @@ def describe_db_error(exc: SQLAlchemyError) -> str:
     """One line about a database failure, without the SQL or parameters."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    if line == "attempt to write a readonly database":
+        return "the database is read-only: its file, or the folder it keeps its journal in, cannot be written"
+    return line
+
+
+def describe_sqlite_trouble(path: Path) -> str | None:
+    """What keeps a SQLite file from being opened, when it is its surroundings: None if nothing shows."""
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"the folder {folder} is read-only: SQLite keeps the database's journal (-wal, -shm) beside it, "
+            "so envoylog needs to write there"
+        )
+    if path.exists() and not os.access(path, os.R_OK):
+        return f"{path} cannot be read (its permissions)"
+    return None

@@ -13,7 +13,14 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.db.engine import FIRST_STEP, SQLITE_BEGIN, NoDatabase, create_db_engine, describe_db_error
+from envoylog.db.engine import (
+    FIRST_STEP,
+    SQLITE_BEGIN,
+    NoDatabase,
+    create_db_engine,
+    describe_db_error,
+    describe_sqlite_trouble,
+)
 from envoylog.db.lock import PG_LOCK_KEY
 from envoylog.errors import DatabaseError
 
@@ -47,7 +54,10 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot read the database: {describe_db_error(exc)}") from None
+        reason = describe_db_error(exc)
+        if engine.dialect.name == "sqlite":
+            reason = describe_sqlite_trouble(Path(engine.url.database or "")) or reason
+        raise DatabaseError(f"cannot open {describe_location(engine)}: {reason}") from None
 
 
 def upgrade(engine: Engine) -> bool:
@@ -122,5 +132,5 @@ def describe_location(engine: Engine) -> str:
     """Where a database is, for messages: a SQLite file's path, or PostgreSQL's host and database."""
     url = engine.url
     if url.get_backend_name() == "sqlite":
-        return str(url.database)
+        return f"the database {url.database}"
     return f"the PostgreSQL database {url.database} on {url.host or 'localhost'}"
