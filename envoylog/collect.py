@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from requests.auth import HTTPDigestAuth
@@ -75,6 +75,7 @@ class GatewayRun:
     rows_added: dict[str, int] = field(default_factory=dict)
     endpoint_errors: list[str] = field(default_factory=list)
     error: EnvoylogError | None = None
+    clock_offset: timedelta | None = None  # the gateway's clock minus this machine's, where they disagree
 
     def summary(self) -> str:
         """One line for -v: requests made and rows added per series kind."""
@@ -131,9 +132,10 @@ def collect_gateway(
     cloud = CloudClient(settings.enlighten_url, settings.entrez_url, verify=cloud_verify)
     client: GatewayClient | None = None
     gateway_id: int | None = None
+    started = clock()
     try:
         with engine.begin() as conn:
-            run_id = repository.start_run(conn, gateway.name, clock())
+            run_id = repository.start_run(conn, gateway.name, started)
             # Known from earlier runs: a run that cannot reach the gateway is still logged against it.
             known = repository.find_gateway(conn, name=gateway.name, serial=gateway.serial)
             gateway_id = known.id if known is not None else None
@@ -150,6 +152,7 @@ def collect_gateway(
     try:
         client, info = connect(gateway, deadline, https_only=https_only)
         run.serial = info.serial
+        clock = _trusted_clock(clock, client.gateway_now(), info.serial, run)
         now = clock()
         with engine.begin() as conn:
             record = repository.save_gateway(conn, info, gateway.name, now)
@@ -183,7 +186,9 @@ def collect_gateway(
                 )
             raise GatewayError(f"gateway {info.serial} answered errors only: {run.endpoint_errors[0]}")
         with engine.begin() as conn:
-            run.rows_added = repository.save_snapshot(conn, record.id, snapshot)
+            saved = repository.save_snapshot(conn, record.id, snapshot, now)
+            run.rows_added = saved.added
+            run.endpoint_errors += saved.notes()
             repository.save_discovery(conn, record.id, discovery)
             if discovery.get("firmware") and discovery.get("firmware") != record.discovery.get("firmware"):
                 repository.record_event(conn, record.id, "discovered", describe_discovery(discovery), now)
@@ -205,17 +210,52 @@ def collect_gateway(
             client.close()
     run.requests = client.requests_made if client is not None else run.requests
     run.cloud_requests = cloud.requests_made
-    _finish(engine, run_id, gateway_id, run, clock())
+    _finish(engine, run_id, gateway_id, run, clock(), started)
     return run
 
 
-def _finish(engine: Engine, run_id: int, gateway_id: int | None, run: GatewayRun, now: datetime) -> None:
+def _trusted_clock(
+    clock: Callable[[], datetime], gateway_now: datetime | None, serial: str, run: GatewayRun
+) -> Callable[[], datetime]:
+    """The clock that times this run's readings: the collector's, or the gateway's where the two disagree.
+
+    A Raspberry Pi has no clock of its own while off: after a boot it runs on a saved time until NTP answers,
+    minutes or hours away from the truth. The gateway keeps its clock by the Enphase cloud, and every answer
+    carries it (the Date header). When they disagree by more than FUTURE_TOLERANCE, the gateway's is used
+    and the run log says so.
+    """
+    if gateway_now is None:
+        return clock
+    offset = gateway_now - clock()
+    if abs(offset) <= repository.FUTURE_TOLERANCE:
+        return clock
+    side = "behind" if offset > timedelta(0) else "ahead of"
+    note = (
+        f"this machine's clock is {_duration(abs(offset))} {side} the gateway's: "
+        "readings are timed by the gateway's clock"
+    )
+    log.info("gateway %s: %s", serial, note)
+    run.endpoint_errors.append(note)
+    run.clock_offset = offset
+    return lambda: clock() + offset
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = round(delta.total_seconds() / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def _finish(
+    engine: Engine, run_id: int, gateway_id: int | None, run: GatewayRun, now: datetime, started: datetime
+) -> None:
     try:
         with engine.begin() as conn:
             repository.finish_run(
                 conn,
                 run_id,
                 gateway_id=gateway_id,
+                # Timed by the trusted clock, so that coverage counts the minutes the run really covers.
+                started_at=started + run.clock_offset if run.clock_offset else None,
                 now=now,
                 outcome=run.outcome,
                 requests=run.requests,

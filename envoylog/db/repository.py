@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -289,8 +289,43 @@ _INVERTER_VALUES = tuple(f.name for f in fields(InverterReading) if f.name not i
 _BATTERY_VALUES = ("soc_percent", "watts", "wh_available")
 
 
-def save_snapshot(conn: Connection, gateway_id: int, snapshot: Snapshot) -> dict[str, int]:
-    """Append the readings that differ from the latest stored row of their series; rows added per kind."""
+# A reading is never stored later than this after the run's time: a clock ahead (the gateway's, or the
+# collector's before NTP synced) must not leave rows in the future, where they would hide the next readings.
+FUTURE_TOLERANCE = timedelta(minutes=2)
+
+
+@dataclass
+class Saved:
+    """What save_snapshot did: rows added per kind; readings moved back to the run's time; future rows."""
+
+    added: dict[str, int]
+    clamped: int = 0  # readings dated ahead of the run, stored at the run's time instead
+    removed: int = 0  # rows an earlier clock put in the future, taken out so that the series goes on
+
+    def notes(self) -> list[str]:
+        """The run log's words for what went wrong with the clocks."""
+        notes = []
+        if self.clamped:
+            notes.append(f"{self.clamped} readings dated ahead of this run: stored at the run's time")
+        if self.removed:
+            notes.append(
+                f"{self.removed} stored readings were dated in the future (a clock that ran ahead): removed"
+            )
+        return notes
+
+
+def save_snapshot(
+    conn: Connection, gateway_id: int, snapshot: Snapshot, now: datetime | None = None
+) -> Saved:
+    """Append the readings that differ from the latest stored row of their series.
+
+    With `now` (the run's time), no reading is stored more than FUTURE_TOLERANCE ahead of it, and rows that a
+    clock running ahead left in the future of these series are removed first: otherwise no reading would be
+    newer than them for hours, and nothing would be stored.
+    """
+    result = Saved({})
+    if now is not None:
+        snapshot, result.clamped = _not_ahead(snapshot, now + FUTURE_TOLERANCE, now)
     meters = {(m.kind, m.phase, ""): m for m in snapshot.meters}
     inverters = {("inverter", 0, i.serial): i for i in snapshot.inverters}
     batteries = {("battery", 0, b.serial or "acb"): b for b in snapshot.batteries}
@@ -301,10 +336,17 @@ def save_snapshot(conn: Connection, gateway_id: int, snapshot: Snapshot) -> dict
         (InverterSample, inverters, "reported_at", _INVERTER_VALUES),
         (BatterySample, batteries, "read_at", _BATTERY_VALUES),
     ]
-    added: dict[str, int] = {}
+    added = result.added
     for model, readings, time_name, value_names in plans:
         table = _table(model)
-        latest = _latest_values(conn, table, time_name, [series_ids[k] for k in readings], value_names)
+        ids = [series_ids[k] for k in readings]
+        latest = _latest_values(conn, table, time_name, ids, value_names)
+        if now is not None and any(at > now + FUTURE_TOLERANCE for at, _ in latest.values()):
+            gone = conn.execute(
+                delete(table).where(table.c.series_id.in_(ids), table.c[time_name] > now + FUTURE_TOLERANCE)
+            )
+            result.removed += int(gone.rowcount or 0)
+            latest = _latest_values(conn, table, time_name, ids, value_names)
         rows = []
         for key, reading in readings.items():
             sid = series_ids[key]
@@ -314,7 +356,26 @@ def save_snapshot(conn: Connection, gateway_id: int, snapshot: Snapshot) -> dict
                 rows.append({"series_id": sid, time_name: at, **values})
         for sid in _insert_ignore(conn, table, rows, ["series_id", time_name]):
             added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
-    return added
+    return result
+
+
+def _not_ahead(snapshot: Snapshot, limit: datetime, now: datetime) -> tuple[Snapshot, int]:
+    """The snapshot with every reading dated after `limit` moved to `now`; how many were moved."""
+    moved = 0
+
+    def fix(reading: Any, name: str) -> Any:
+        nonlocal moved
+        if getattr(reading, name) <= limit:
+            return reading
+        moved += 1
+        return replace(reading, **{name: now})
+
+    fixed = Snapshot(
+        meters=[fix(r, "read_at") for r in snapshot.meters],
+        inverters=[fix(r, "reported_at") for r in snapshot.inverters],
+        batteries=[fix(r, "read_at") for r in snapshot.batteries],
+    )
+    return fixed, moved
 
 
 def is_new(latest: tuple[datetime, dict[str, Any]] | None, at: datetime, values: dict[str, Any]) -> bool:
@@ -491,6 +552,7 @@ def finish_run(
     run_id: int,
     *,
     gateway_id: int | None,
+    started_at: datetime | None = None,
     now: datetime,
     outcome: str,
     requests: int,
@@ -498,11 +560,13 @@ def finish_run(
     rows_added: int,
     error: str | None,
 ) -> None:
-    """Record how a run ended."""
+    """Record how a run ended (and when it started, where the clock that timed its start was wrong)."""
+    moved = {"started_at": started_at} if started_at is not None else {}
     conn.execute(
         update(Run)
         .where(Run.id == run_id)
         .values(
+            **moved,
             gateway_id=gateway_id,
             finished_at=now,
             outcome=outcome,

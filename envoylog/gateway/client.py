@@ -6,6 +6,8 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -34,6 +36,7 @@ class Answer:
     body: bytes
     content_type: str
     cookies: dict[str, str]
+    date: datetime | None = None  # the gateway's clock, from its Date header
 
 
 class AnswerTooLarge(GatewayError):
@@ -52,10 +55,19 @@ class GatewayClient:
         self.deadline = deadline
         self.requests_made = 0
         self.session = BoundedSession(fingerprint=fingerprint)
+        # The gateway's clock as its last answer's Date header gave it, and when (monotonic) that was.
+        self.gateway_time: tuple[datetime, float] | None = None
 
     def close(self) -> None:
         """Close the connection pool."""
         self.session.close()
+
+    def gateway_now(self) -> datetime | None:
+        """The gateway's clock now, as its last Date header tells it (to the second); None without one."""
+        if self.gateway_time is None:
+            return None
+        date, received = self.gateway_time
+        return date + timedelta(seconds=time.monotonic() - received)
 
     def remaining(self) -> float:
         """Seconds left before the deadline."""
@@ -96,12 +108,16 @@ class GatewayClient:
             raise self._unreachable(exc, path, timeout[1]) from None
         # A Digest challenge is a request of its own: count the answers that led to this one too.
         self.requests_made += 1 + len(response.history)
+        date = _http_date(response.headers.get("Date"))
+        if date is not None:
+            self.gateway_time = (date, time.monotonic())
         log.info("GET %s -> %s in %.2f s", path, response.status_code, time.monotonic() - started)
         return Answer(
             response.status_code,
             body,
             response.headers.get("Content-Type", ""),
             dict(response.cookies.items()),
+            date,
         )
 
     def _unreachable(self, exc: Exception, path: str, waited: float) -> GatewayError:
@@ -115,6 +131,17 @@ class GatewayClient:
         if isinstance(exc, requests.exceptions.Timeout):
             return GatewayUnreachable(f"{self.base_url}{path} did not answer within {waited:.0f} s")
         return GatewayUnreachable(f"cannot reach {self.base_url}: {_reason(exc)}")
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP Date header as an aware UTC time; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _reason(exc: Exception) -> str:

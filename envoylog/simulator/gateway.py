@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import formatdate
 from typing import Protocol
 from urllib.request import parse_http_list, parse_keqv_list
 
@@ -131,6 +132,8 @@ class Gateway:
         response = self._answer(request, fault)
         if fault is not None and fault.hang_seconds > 0:
             response.delay_seconds = fault.hang_seconds
+        # A real gateway's answers carry its own clock in the Date header, as every web server's do.
+        response.headers.append(("Date", formatdate(self.clock.now().timestamp(), usegmt=True)))
         return response
 
     def expire_sessions(self) -> int:

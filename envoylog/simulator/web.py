@@ -133,7 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
         if response.delay_seconds > 0 and self.server.stopping.wait(response.delay_seconds):
             self.close_connection = True  # stopping: give up on the held-back answer
             return
-        self.send_response(response.status)
+        self.send_response_only(response.status)
+        self.send_header("Server", self.version_string())
+        if not any(name.lower() == "date" for name, _ in response.headers):
+            self.send_header("Date", self.date_time_string())
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
         for name, value in response.headers:
