@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -552,3 +553,45 @@ def test_19_a_read_only_folder_is_said_to_be_one(tmp_path: Path) -> None:
         f"the folder {folder} is read-only: SQLite keeps the database's journal (-wal, -shm) beside it, "
         "so envoylog needs to write there\n"
     )
+
+
+# --- 8. the run ends by its deadline, whatever the database does ----------------------------------------
+
+
+def test_8_a_database_locked_mid_run_ends_the_run_by_its_deadline(site: Site) -> None:
+    if not site.db_url.startswith("sqlite"):
+        pytest.skip("a SQLite file held by another writer")
+    assert site.collect().outcome == "ok"
+    holder = sqlite3.connect(site.db_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        run = site.collect(deadline_s=4)
+        took = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert run.outcome == "failed" and run.error is not None and run.error.status == 5
+    assert "database is locked" in str(run.error)
+    assert took < 7, took
+    site.sim.clock.advance(timedelta(minutes=1))
+    assert site.collect().outcome == "ok"  # the next run recovers by itself
+
+
+def test_8_a_database_server_that_never_answers_ends_the_run_by_its_deadline(
+    tmp_path: Path, isolated_env: Path
+) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never says a word
+    port = silent.getsockname()[1]
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(
+            app,
+            ["collect", "--deadline", "3", "--db", f"postgresql+psycopg://envoylog@127.0.0.1:{port}/solar"],
+            env={"ENVOYLOG_HOST": "127.0.0.1:9"},
+        )
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.exit_code == 5 and result.stderr.startswith("envoylog: error: cannot open the PostgreSQL")
+    assert took < 6, took

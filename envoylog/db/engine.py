@@ -66,8 +66,10 @@ def create_db_engine(url: str, *, create: bool = False) -> Engine:
         return _sqlite_engine(url)
     try:
         # hide_parameters: a failing statement's message must not carry a token or a session id.
+        # A server that accepts the connection and never answers: given up on by the run's deadline.
+        connect_timeout = max(1, min(CONNECT_TIMEOUT_S, _wait_ms() // 1000))
         engine = create_engine(
-            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": connect_timeout}
         )
     except ModuleNotFoundError as exc:
         raise ConfigError(
