@@ -161,8 +161,9 @@ def collect_gateway(
             # A firmware update can add, drop or change endpoints: discovery runs again (see _read).
             log.info("gateway %s: firmware %s -> %s", info.serial, record.previous_firmware, info.firmware)
             with engine.begin() as conn:
-                detail = f"{record.previous_firmware} -> {info.firmware}"
-                repository.record_event(conn, record.id, "firmware_changed", detail, now)
+                repository.record_firmware_change(
+                    conn, record.id, record.previous_firmware, info.firmware, now
+                )
         auth = None
         if info.needs_token:
             auth = GatewayAuth(

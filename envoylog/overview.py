@@ -146,6 +146,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
                     "serial": gateway.serial,
                     "name": gateway.name,
                     "firmware": gateway.firmware,
+                    "last_firmware_change": _firmware_change(conn, gateway.id),
                     **_run_fields(conn, gateway.id, unattributed),
                     "token_expires_at": iso(token.expires_at) if token and token.secret else None,
                     "token_days_left": _days_left(token.expires_at, now) if token and token.secret else None,
@@ -159,6 +160,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
                     "serial": None,
                     "name": name,
                     "firmware": None,
+                    "last_firmware_change": None,
                     **_run_fields(conn, None, name),
                     "token_expires_at": None,
                     "token_days_left": None,
@@ -180,13 +182,28 @@ def _run_fields(conn: Connection, gateway_id: int | None, unattributed: str | No
     last = conn.execute(base).one_or_none()
     success = conn.execute(base.where(Run.outcome.in_(("ok", "partial")))).one_or_none()
     error = conn.execute(base.where(Run.error.is_not(None))).one_or_none()
+    # `at` is the start of a run, as it always was; `finished_at` is when it ended (null while it runs).
     return {
         "last_run": None
         if last is None
-        else {"at": iso(last.started_at), "outcome": last.outcome, "requests": last.requests},
+        else {
+            "at": iso(last.started_at),
+            "finished_at": iso(last.finished_at),
+            "outcome": last.outcome,
+            "requests": last.requests,
+        },
         "last_success_at": iso(success.finished_at) if success else None,
-        "last_error": None if error is None else {"at": iso(error.started_at), "message": error.error},
+        "last_error": None
+        if error is None
+        else {"at": iso(error.started_at), "finished_at": iso(error.finished_at), "message": error.error},
     }
+
+
+def _firmware_change(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
+    change = repository.load_firmware_change(conn, gateway_id)
+    if change is None:
+        return None
+    return {"at": iso(change.at), "from": change.previous, "to": change.current}
 
 
 def _last_event(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
@@ -209,12 +226,18 @@ def format_status(document: dict[str, Any]) -> str:
         error = gateway["last_error"]
         run = gateway["last_run"]
         rows = gateway["rows"]
+        change = gateway["last_firmware_change"]
         lines += [
             f"gateway {gateway['serial'] or '(never reached)'} ({gateway['name']})",
             f"  firmware:        {gateway['firmware'] or 'unknown'}",
-            f"  last run:        {run['at'] + ' ' + run['outcome'] if run else 'never'}",
+        ]
+        if change is not None:
+            lines.append(f"  firmware update: {change['at']} {change['from']} -> {change['to']}")
+        # Every time below is when a run ended, so the lines compare at a glance.
+        lines += [
             f"  last success:    {gateway['last_success_at'] or 'never'}",
-            f"  last error:      {error['at'] + ' ' + error['message'] if error else 'none'}",
+            f"  last run:        {_run_line(run)}",
+            f"  last error:      {_error_line(error)}",
             f"  token expires:   {_token_line(gateway)}",
             f"  rows stored:     {rows['meter']:,} meter, {rows['inverter']:,} inverter, "
             f"{rows['battery']:,} battery",
@@ -227,6 +250,20 @@ def format_status(document: dict[str, Any]) -> str:
     size = document["database_bytes"]
     lines.append(f"database size: {size / 1e6:,.1f} MB" if size is not None else "database size: unknown")
     return "\n".join(lines)
+
+
+def _run_line(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "never"
+    if run["finished_at"] is None:
+        return f"running since {run['at']}"
+    return f"{run['finished_at']} {run['outcome']}"
+
+
+def _error_line(error: dict[str, Any] | None) -> str:
+    if error is None:
+        return "none"
+    return f"{error['finished_at'] or error['at']} {error['message']}"
 
 
 def _token_line(gateway: dict[str, Any]) -> str:
@@ -278,6 +315,7 @@ def auth_document(engine: Engine, now: datetime) -> dict[str, Any]:
                         "days_left": _days_left(token.expires_at, now) if has_token and token else None,
                         "cloud_failures": token.cloud_failures if token else 0,
                         "cloud_retry_at": iso(token.cloud_retry_at) if token else None,
+                        "cloud_error": token.cloud_error if token else None,
                     },
                     "session": {
                         "present": session is not None,
@@ -310,13 +348,16 @@ def format_auth(document: dict[str, Any]) -> str:
             )
         else:
             described = "none stored"
-        if token["cloud_retry_at"]:
-            failures, retry_at = token["cloud_failures"], token["cloud_retry_at"]
-            described += f"; cloud login failed {failures}x, next attempt after {retry_at}"
         session_text = f"last used {session['last_used_at']}" if session["present"] else "none"
         lines += [
             f"gateway {gateway['serial']} ({gateway['name']})",
             f"  token:   {described}",
             f"  session: {session_text}",
         ]
+        if token["cloud_retry_at"]:
+            cause = f": {token['cloud_error']}" if token["cloud_error"] else ""
+            lines.append(
+                f"  cloud:   login failed {token['cloud_failures']}x{cause}; "
+                f"next attempt after {token['cloud_retry_at']}"
+            )
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import Site, envoylog_command
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from typer.testing import CliRunner, Result
@@ -31,7 +31,7 @@ from envoylog.cli import app
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
 from envoylog.db.models import AuthRecord, Run
-from envoylog.simulator import EndpointFault, Simulator
+from envoylog.simulator import EndpointFault, Quirks, Simulator
 
 runner = CliRunner()
 
@@ -306,6 +306,36 @@ def test_status_shows_firmware_last_success_token_expiry_rows_and_the_last_error
     assert lines["last success"].strip() == finished_at  # the failed run is not a success
     (gateway,) = json_output(envoylog("status", "--format", "json"))["gateways"]
     assert "/info answered HTTP 503" in gateway["last_error"]["message"]
+
+
+def test_status_shows_the_last_firmware_update_and_when_the_last_run_ended(cli: Site) -> None:
+    assert_ok_and_silent(envoylog("collect"))
+    cli.sim.set_faults(quirks=Quirks(firmware="8.3.5433"))
+    cli.sim.clock.advance(timedelta(minutes=1))
+    assert_ok_and_silent(envoylog("collect"))  # sees the update, then discovers the gateway again
+    cli.sim.clock.advance(timedelta(minutes=1))
+    assert_ok_and_silent(envoylog("collect"))
+    shown = envoylog("status").stdout
+    labels = [line.split(":", 1)[0].strip() for line in shown.splitlines()[1:] if ": " in line]
+    assert labels[:4] == ["firmware", "firmware update", "last success", "last run"]
+    (update,) = [line for line in shown.splitlines() if "firmware update:" in line]
+    assert update.endswith("8.2.4345 -> 8.3.5433")  # not hidden behind the later "discovered" event
+    ended = max(str(row[0]) for row in cli.query("SELECT finished_at FROM runs"))
+    (gateway,) = json_output(envoylog("status", "--format", "json"))["gateways"]
+    assert gateway["last_firmware_change"]["from"] == "8.2.4345"
+    assert gateway["last_firmware_change"]["to"] == "8.3.5433"
+    assert gateway["last_run"]["finished_at"] is not None and gateway["last_run"]["outcome"] == "ok"
+    assert f"last run:        {gateway['last_run']['finished_at']} ok" in shown  # when it ended
+    assert ended  # a finish is stored for every run
+    # A run that is still going (or died) shows as running since its start.
+    with cli.transaction() as conn:
+        conn.execute(
+            text(
+                "UPDATE runs SET finished_at = NULL, outcome = 'running' "
+                "WHERE id = (SELECT MAX(id) FROM runs)"
+            )
+        )
+    assert f"last run:        running since {gateway['last_run']['at']}" in envoylog("status").stdout
 
 
 def stored_time(site: Site, column: Any, *where: Any) -> str:

@@ -6,21 +6,25 @@ Every test runs on SQLite and, when ENVOYLOG_TEST_POSTGRES_URL is set, on Postgr
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import Site
+from sqlalchemy import select
 
-from envoylog.collect import collect_all
+from envoylog.collect import GatewayRun, collect_all
 from envoylog.db import repository
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
+from envoylog.db.models import AuthRecord
 from envoylog.errors import AuthError, GatewayError, LockedError
 from envoylog.gateway.tokens import decode_token
 from envoylog.simulator import EndpointFault, Quirks, Simulator
@@ -153,6 +157,70 @@ def test_wrong_password_is_not_retried_against_the_cloud_by_the_next_run(site: S
     third = site.collect()
     assert site.cloud_requests() == 1
     assert isinstance(third.error, AuthError)
+
+
+# What a failed cloud attempt says, and what the back-off repeats: "{serial}" is the gateway's serial.
+CLOUD_FAILURES = {
+    "wrong_password": "Enlighten refused the username or password of owner@example.com",
+    "mfa": "the Enphase account uses multi-factor authentication: get a token at entrez.enphaseenergy.com "
+    "and store it with `envoylog auth set-token -`",
+    "cloud_down": "Enlighten login answered HTTP 503",
+    "entrez_refuses": "Entrez refused a token for gateway {serial} to owner@example.com",
+}
+SESSION_ID = re.compile(r"[0-9a-f]{32}")  # the shape of the simulated Enlighten's session ids
+
+
+@pytest.mark.parametrize("failure", list(CLOUD_FAILURES))
+def test_the_back_off_keeps_the_cause_of_the_cloud_failure_and_no_secret(
+    site: Site, failure: str, tmp_path: Path
+) -> None:
+    cloud = site.sim
+    settings = site.settings()
+    if failure == "entrez_refuses":
+        # An account that owns another gateway: Enlighten logs it in, Entrez refuses a token for this one.
+        cloud = Simulator("standard", state_dir=tmp_path / "other-account").start()
+        settings = replace(settings, enlighten_url=cloud.enlighten_url, entrez_url=cloud.entrez_url)
+    else:
+        site.sim.set_faults(**{failure: True})
+
+    def collect() -> GatewayRun:
+        cloud.clear_request_log()
+        (run,) = collect_all(settings, clock=site.sim.clock.now, cloud_verify=str(cloud.ca_file))
+        return run
+
+    def cloud_requests() -> int:
+        return sum(1 for entry in cloud.request_log() if entry.service in ("enlighten", "entrez"))
+
+    try:
+        cause = CLOUD_FAILURES[failure].format(serial=site.sim.serial)
+        first = collect()
+        assert cloud_requests() >= 1
+        with site.transaction() as conn:
+            stored_cause, retry_at = conn.execute(
+                select(AuthRecord.cloud_error, AuthRecord.cloud_retry_at)
+            ).one()
+        assert stored_cause == cause
+        when = f"next attempt after {retry_at:%Y-%m-%d %H:%M} UTC (`envoylog auth login` tries now)"
+        assert isinstance(first.error, AuthError) and first.error.status == 3
+        assert str(first.error) == f"{cause}; {when}"
+
+        site.sim.clock.advance(timedelta(minutes=1))
+        second = collect()
+        assert cloud_requests() == 0  # the back-off holds, and the cause is still told
+        assert isinstance(second.error, AuthError)
+        assert str(second.error) == (
+            f"no usable token is stored; the last Enphase cloud login failed: {cause}; {when}"
+        )
+        for said in (stored_cause, str(first.error), str(second.error)):
+            assert site.sim.password not in said and not SESSION_ID.search(said)
+    finally:
+        if cloud is not site.sim:
+            cloud.stop()
+
+    site.sim.clear_faults()
+    site.sim.clock.advance(timedelta(hours=1))  # past the back-off, with a working account
+    assert site.collect().error is None
+    assert site.query("SELECT cloud_failures, cloud_error FROM auth WHERE kind = 'token'") == [(0, None)]
 
 
 def test_gateway_down_is_exit_4(site: Site) -> None:

@@ -75,6 +75,8 @@ class AuthRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     cloud_failures: Mapped[int] = mapped_column(default=0, server_default="0")
     cloud_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Why the last cloud attempt failed, one line without secrets: the back-off's later messages repeat it.
+    cloud_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Series(Base):

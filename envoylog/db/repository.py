@@ -54,6 +54,7 @@ class StoredToken:
     expires_at: datetime | None
     cloud_failures: int
     cloud_retry_at: datetime | None
+    cloud_error: str | None  # why the last cloud attempt failed (no secrets in it)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def load_token(conn: Connection, gateway_id: int) -> StoredToken | None:
         row.expires_at,
         row.cloud_failures,
         row.cloud_retry_at,
+        row.cloud_error,
     )
 
 
@@ -227,24 +229,27 @@ def save_token(conn: Connection, gateway_id: int, token: TokenInfo, source: str,
         updated_at=now,
         cloud_failures=0,
         cloud_retry_at=None,
+        cloud_error=None,
     )
 
 
-def record_cloud_failure(conn: Connection, gateway_id: int, now: datetime) -> datetime:
-    """Count a failed cloud attempt and return when the next one may be made (1 h, doubling to 12 h)."""
+def record_cloud_failure(conn: Connection, gateway_id: int, now: datetime, error: str) -> datetime:
+    """Count a failed cloud attempt and its reason; return when the next may be made (1 h, doubling to 12 h).
+
+    `error` is shown again by later runs and `auth status`: one line that holds no password, token or session.
+    """
     stored = load_token(conn, gateway_id)
     failures = (stored.cloud_failures if stored else 0) + 1
     wait = min(CLOUD_BACKOFF_FIRST * (1 << min(failures - 1, 8)), CLOUD_BACKOFF_MAX)
     retry_at = now + wait
+    values = {"cloud_failures": failures, "cloud_retry_at": retry_at, "cloud_error": error, "updated_at": now}
     if stored is None:
-        _upsert_auth(
-            conn, gateway_id, "token", updated_at=now, cloud_failures=failures, cloud_retry_at=retry_at
-        )
+        _upsert_auth(conn, gateway_id, "token", **values)
     else:
         conn.execute(
             update(AuthRecord)
             .where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == "token")
-            .values(cloud_failures=failures, cloud_retry_at=retry_at, updated_at=now)
+            .values(**values)
         )
     return retry_at
 
@@ -656,6 +661,37 @@ def find_gateway_by_id(conn: Connection, gateway_id: int) -> Row[Any]:
 def record_event(conn: Connection, gateway_id: int, kind: str, detail: str, now: datetime) -> None:
     """Record a change of the gateway (a firmware update, what discovery found)."""
     conn.execute(_table(Event).insert().values(gateway_id=gateway_id, at=now, kind=kind, detail=detail))
+
+
+@dataclass(frozen=True)
+class FirmwareChange:
+    """A firmware update, at the run that first saw the new version."""
+
+    at: datetime
+    previous: str
+    current: str
+
+
+def record_firmware_change(
+    conn: Connection, gateway_id: int, previous: str, current: str, now: datetime
+) -> None:
+    """Record that the gateway's firmware is `current` now, `previous` before."""
+    record_event(conn, gateway_id, "firmware_changed", f"{previous} -> {current}", now)
+
+
+def load_firmware_change(conn: Connection, gateway_id: int) -> FirmwareChange | None:
+    """The gateway's latest firmware change, if it ever had one."""
+    query = (
+        select(Event)
+        .where(Event.gateway_id == gateway_id, Event.kind == "firmware_changed")
+        .order_by(Event.at.desc(), Event.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        return None
+    previous, _, current = row.detail.partition(" -> ")
+    return FirmwareChange(row.at, previous, current)
 
 
 def load_events(conn: Connection, gateway_id: int, limit: int = 20) -> list[Row[Any]]:

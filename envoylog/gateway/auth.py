@@ -16,7 +16,7 @@ from envoylog.config import GatewaySettings
 from envoylog.db import repository
 from envoylog.errors import AuthError
 from envoylog.gateway.client import Answer, GatewayClient
-from envoylog.gateway.cloud import CloudClient
+from envoylog.gateway.cloud import CloudClient, CloudError
 from envoylog.gateway.tokens import TokenInfo, decode_token
 
 log = logging.getLogger(__name__)
@@ -140,20 +140,28 @@ class GatewayAuth:
         with self.engine.connect() as conn:
             stored = repository.load_token(conn, self.gateway_id)
         if stored and stored.cloud_retry_at and now < stored.cloud_retry_at:
-            when = stored.cloud_retry_at.strftime("%Y-%m-%d %H:%M UTC")
-            raise AuthError(
-                f"{reason}, and the last Enphase cloud login failed: next attempt after {when} "
-                "(`envoylog auth login` tries now)"
+            # No attempt this time; the cause of the last failure is what the user can act on.
+            failed = "the last Enphase cloud login failed"
+            if stored.cloud_error:  # absent only from a back-off recorded before causes were kept
+                failed += f": {stored.cloud_error}"
+            raise AuthError(f"{reason}; {failed}; {_next_attempt(stored.cloud_retry_at)}")
+        try:
+            self.token = fetch_and_store_token(
+                self.engine, self.gateway_id, self.serial, self.settings, self.cloud, now
             )
-        token = fetch_and_store_token(
-            self.engine, self.gateway_id, self.serial, self.settings, self.cloud, now
-        )
-        self.token = token
+        except CloudError as exc:
+            assert exc.retry_at is not None  # recorded by fetch_and_store_token
+            raise AuthError(f"{exc}; {_next_attempt(exc.retry_at)}") from None
 
     def _store(self, token: TokenInfo, source: str) -> None:
         with self.engine.begin() as conn:
             repository.save_token(conn, self.gateway_id, token, source, self.clock())
         self.token = token
+
+
+def _next_attempt(retry_at: datetime) -> str:
+    """When the back-off allows the next cloud attempt, and how to make one now."""
+    return f"next attempt after {retry_at:%Y-%m-%d %H:%M} UTC (`envoylog auth login` tries now)"
 
 
 def fetch_and_store_token(
@@ -164,13 +172,13 @@ def fetch_and_store_token(
     cloud: CloudClient,
     now: datetime,
 ) -> TokenInfo:
-    """Get a token from the cloud and store it; a failure is recorded for the back-off and re-raised."""
+    """Get a token from the cloud and store it; a failure is recorded, with its cause, for the back-off."""
     assert settings.username and settings.password
     try:
         token = cloud.fetch_token(username=settings.username, password=settings.password, serial=serial)
-    except AuthError:
+    except CloudError as exc:
         with engine.begin() as conn:
-            repository.record_cloud_failure(conn, gateway_id, now)
+            exc.retry_at = repository.record_cloud_failure(conn, gateway_id, now, str(exc))
         raise
     if token.serial and token.serial != serial:
         raise AuthError(f"the Enphase cloud issued a token for gateway {token.serial}, not {serial}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -15,15 +16,22 @@ log = logging.getLogger(__name__)
 CLOUD_TIMEOUT = (10.0, 30.0)
 
 
-class CloudRefused(AuthError):
-    """Enlighten refused the username or password."""
+class CloudError(AuthError):
+    """A failed cloud login or token request; its message is stored for the back-off: it holds no secret."""
+
+    # When the next attempt may be made, once the failure is recorded (envoylog.gateway.auth).
+    retry_at: datetime | None = None
 
 
-class CloudMfa(AuthError):
+class CloudRefused(CloudError):
+    """Enlighten refused the username or password, or Entrez a token."""
+
+
+class CloudMfa(CloudError):
     """The account uses multi-factor authentication: envoylog cannot log in for it."""
 
 
-class CloudUnavailable(AuthError):
+class CloudUnavailable(CloudError):
     """The cloud could not be reached or answered an error."""
 
 
