@@ -129,7 +129,7 @@ def collect_gateway(
 ) -> GatewayRun:
     """Read one gateway and store what changed; every outcome is written to the run log."""
     run = GatewayRun(gateway.name)
-    cloud = CloudClient(settings.enlighten_url, settings.entrez_url, verify=cloud_verify)
+    cloud = CloudClient(settings.enlighten_url, settings.entrez_url, verify=cloud_verify, deadline=deadline)
     client: GatewayClient | None = None
     gateway_id: int | None = None
     started = clock()

@@ -34,7 +34,9 @@ def collect_every(
         while not stop.is_set():
             started = time.monotonic()
             try:
-                raise_for_runs(collect_all(settings, deadline_s=min(deadline_s, every_s)))
+                # A cycle may take longer than `every_s` (a first login, a slow gateway): the next one then
+                # starts late, never beside it, so a cycle keeps the run's whole deadline.
+                raise_for_runs(collect_all(settings, deadline_s=deadline_s))
             except ConfigError:
                 raise  # nothing will change by trying again
             except EnvoylogError as exc:

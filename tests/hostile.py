@@ -52,14 +52,27 @@ class HostilePeer:
     """A TCP server on 127.0.0.1 that speaks HTTP, and HTTPS with a certificate of its own when `tls`."""
 
     def __init__(
-        self, routes: dict[str, Route], *, state_dir: Path, tls: bool = True, plain: bool = True
+        self,
+        routes: dict[str, Route],
+        *,
+        state_dir: Path,
+        tls: bool = True,
+        plain: bool = True,
+        cloud: bool = False,
     ) -> None:
         self.routes = routes
         self.seen: list[Seen] = []
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) if tls else None
+        certificates = ensure_certificates(state_dir)  # certificates of its own: not the gateway's
+        self.ca_file = certificates.ca_cert  # what a client trusts to talk to it as a cloud service
         if self._tls is not None:
-            certificates = ensure_certificates(state_dir)  # a certificate of its own: not the gateway's
-            self._tls.load_cert_chain(certificates.gateway_cert, certificates.gateway_key)
+            # As a cloud service: a certificate for 127.0.0.1 signed by its CA; else a self-signed one.
+            cert, key = (
+                (certificates.cloud_cert, certificates.cloud_key)
+                if cloud
+                else (certificates.gateway_cert, certificates.gateway_key)
+            )
+            self._tls.load_cert_chain(cert, key)
         self._plain = plain
         self._socket = socket.create_server(("127.0.0.1", 0))
         self._stop = threading.Event()
@@ -103,8 +116,8 @@ class HostilePeer:
             with conn, conn.makefile("rb") as reader:
                 while self._one(conn, reader, is_tls):
                     pass
-        except (OSError, ssl.SSLError):
-            pass
+        except (OSError, ssl.SSLError, ValueError):
+            pass  # the client went away, or sent what no client of a gateway sends
 
     def _one(self, conn: socket.socket, reader: socket.SocketIO | object, tls: bool) -> bool:
         line = reader.readline()  # type: ignore[attr-defined]
@@ -115,6 +128,9 @@ class HostilePeer:
         while header := reader.readline().decode("latin-1").strip():  # type: ignore[attr-defined]
             name, _, value = header.partition(":")
             headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length") or 0)
+        if length:
+            reader.read(length)  # type: ignore[attr-defined]
         self.seen.append(Seen(tls, method, target, headers))
         route = self.routes.get(target.split("?")[0], Route(404, b"not found", "text/plain"))
         self._answer(conn, route)

@@ -7,6 +7,7 @@ part, and `hostile.HostilePeer` where only a deliberately evil server can.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -595,3 +596,65 @@ def test_8_a_database_server_that_never_answers_ends_the_run_by_its_deadline(
         silent.close()
     assert result.exit_code == 5 and result.stderr.startswith("envoylog: error: cannot open the PostgreSQL")
     assert took < 6, took
+
+
+def test_8_a_trickling_cloud_cannot_hold_a_run_past_its_deadline(tmp_path: Path) -> None:
+    from envoylog.gateway.cloud import CloudClient, CloudTimeUp
+
+    login = Route(body=trickle(b'{"session_id": "abc"}', 0.5))
+    with HostilePeer(
+        {"/login/login.json": login}, state_dir=tmp_path / "cloud", plain=False, cloud=True
+    ) as peer:
+        url = f"https://127.0.0.1:{peer.port}"
+        cloud = CloudClient(url, url, verify=str(peer.ca_file), deadline=time.monotonic() + 3)
+        started = time.monotonic()
+        with pytest.raises(CloudTimeUp, match="did not answer before this run's deadline"):
+            cloud.fetch_token(username="owner@example.com", password="secret", serial="1222")
+    assert time.monotonic() - started < 5
+
+
+# --- 10. a renewal that cannot be tried is not a warning on every run -------------------------------------
+
+
+def test_10_a_failed_early_renewal_warns_once_per_attempt(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = site.sim.issue_token(lifetime=timedelta(days=10))  # an owner token due for renewal
+    settings = site.settings(token=token)
+    site.sim.set_faults(cloud_down=True)
+    warnings_said = []
+    for _ in range(3):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="envoylog"):
+            run = site.collect(settings)
+        assert run.outcome == "ok"  # the token still works
+        warnings_said.append([r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING])
+        site.sim.clock.advance(timedelta(minutes=1))
+    assert len(warnings_said[0]) == 1 and "could not renew the token early" in warnings_said[0][0]
+    assert warnings_said[1:] == [[], []]  # waiting out the back-off: no attempt, nothing to say
+    assert site.cloud_requests() == 0
+
+
+# --- 14. REQUESTS_CA_BUNDLE naming a file that is not there -----------------------------------------------
+
+
+def test_14_a_missing_ca_bundle_is_one_line_and_the_run_is_closed(
+    site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "gone" / "ca.pem"))
+    (run,) = collect_all(site.settings(), clock=site.sim.clock.now)  # trusting what the variable names
+    assert run.outcome == "failed" and isinstance(run.error, ConfigError)
+    assert str(run.error).startswith("cannot check the TLS certificate of the Enphase cloud")
+    assert "REQUESTS_CA_BUNDLE=" in str(run.error)
+    assert site.query("SELECT outcome FROM runs") == [("failed",)]  # not left running
+
+
+# --- 19. an expired token in the configuration says so ---------------------------------------------------
+
+
+def test_19_an_expired_configured_token_is_named(site: Site) -> None:
+    token = site.sim.issue_token(lifetime=timedelta(hours=1))
+    site.sim.clock.advance(timedelta(hours=2))
+    run = site.collect(site.settings(token=token, username=None, password=None))
+    assert run.outcome == "failed" and run.error is not None and run.error.status == 3
+    assert str(run.error).startswith("the configured token (ENVOYLOG_TOKEN or `token`) expired at ")

@@ -65,17 +65,27 @@ class GatewayAuth:
             stored = repository.load_token(conn, self.gateway_id)
             session = repository.load_session(conn, self.gateway_id)
         self.token = self._usable(stored.secret if stored else None, now)
+        reason = "no usable token is stored"
         if self.token is None and self.settings.token:
             configured = decode_token(self.settings.token)
             if not configured.expired(now):
                 self._store(configured, "config")
+            else:
+                reason = (
+                    f"the configured token (ENVOYLOG_TOKEN or `token`) expired at "
+                    f"{configured.expires_at:%Y-%m-%d %H:%M} UTC"
+                )
         if self.token is None:
-            self._from_cloud(reason="no usable token is stored")
+            self._from_cloud(reason=reason)
         elif self.token.due_for_renewal(now) and self._has_credentials():
-            try:
-                self._from_cloud(reason="the token expires soon")
-            except AuthError as exc:
-                log.warning("could not renew the token early (the current one still works): %s", exc)
+            if stored is not None and stored.cloud_retry_at and now < stored.cloud_retry_at:
+                # No attempt while the back-off lasts: nothing new to say (the failed attempt said it).
+                log.info("the token expires soon; the next cloud attempt is after %s", stored.cloud_retry_at)
+            else:
+                try:
+                    self._from_cloud(reason="the token expires soon")
+                except AuthError as exc:
+                    log.warning("could not renew the token early (the current one still works): %s", exc)
         if session is not None and session.last_used_at and now - session.last_used_at < SESSION_IDLE_LIMIT:
             self.session_id = session.secret
 
