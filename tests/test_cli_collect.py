@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import Site, envoylog_command
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from typer.testing import CliRunner, Result
@@ -30,7 +30,7 @@ from typer.testing import CliRunner, Result
 from envoylog.cli import app
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
-from envoylog.db.models import AuthRecord, Run
+from envoylog.db.models import AuthRecord, Event, Run
 from envoylog.simulator import EndpointFault, Quirks, Simulator
 
 runner = CliRunner()
@@ -308,34 +308,83 @@ def test_status_shows_firmware_last_success_token_expiry_rows_and_the_last_error
     assert "/info answered HTTP 503" in gateway["last_error"]["message"]
 
 
-def test_status_shows_the_last_firmware_update_and_when_the_last_run_ended(cli: Site) -> None:
+def status_lines(result: Result) -> dict[str, str]:
+    """The `label: value` lines of `envoylog status` (one gateway), by label, in the order printed."""
+    assert result.exit_code == 0, result.stderr
+    pairs = (line.strip().split(": ", 1) for line in result.stdout.splitlines() if line.startswith("  "))
+    return {label: value.strip() for label, value in pairs}
+
+
+def test_status_shows_the_last_firmware_update_behind_the_events_after_it(cli: Site) -> None:
     assert_ok_and_silent(envoylog("collect"))
-    cli.sim.set_faults(quirks=Quirks(firmware="8.3.5433"))
-    cli.sim.clock.advance(timedelta(minutes=1))
-    assert_ok_and_silent(envoylog("collect"))  # sees the update, then discovers the gateway again
-    cli.sim.clock.advance(timedelta(minutes=1))
-    assert_ok_and_silent(envoylog("collect"))
-    shown = envoylog("status").stdout
-    labels = [line.split(":", 1)[0].strip() for line in shown.splitlines()[1:] if ": " in line]
-    assert labels[:4] == ["firmware", "firmware update", "last success", "last run"]
-    (update,) = [line for line in shown.splitlines() if "firmware update:" in line]
-    assert update.endswith("8.2.4345 -> 8.3.5433")  # not hidden behind the later "discovered" event
-    ended = max(str(row[0]) for row in cli.query("SELECT finished_at FROM runs"))
+    assert "firmware update" not in status_lines(envoylog("status"))
     (gateway,) = json_output(envoylog("status", "--format", "json"))["gateways"]
-    assert gateway["last_firmware_change"]["from"] == "8.2.4345"
-    assert gateway["last_firmware_change"]["to"] == "8.3.5433"
-    assert gateway["last_run"]["finished_at"] is not None and gateway["last_run"]["outcome"] == "ok"
-    assert f"last run:        {gateway['last_run']['finished_at']} ok" in shown  # when it ended
-    assert ended  # a finish is stored for every run
-    # A run that is still going (or died) shows as running since its start.
-    with cli.transaction() as conn:
-        conn.execute(
-            text(
-                "UPDATE runs SET finished_at = NULL, outcome = 'running' "
-                "WHERE id = (SELECT MAX(id) FROM runs)"
-            )
-        )
-    assert f"last run:        running since {gateway['last_run']['at']}" in envoylog("status").stdout
+    assert gateway["last_firmware_change"] is None
+
+    cli.sim.set_faults(quirks=Quirks(firmware="8.3.5433"))
+    assert_ok_and_silent(envoylog("collect"))
+    changed_at = stored_time(cli, Event.at, Event.kind == "firmware_changed")
+    lines = status_lines(envoylog("status"))
+    assert list(lines)[:3] == ["firmware", "firmware update", "last success"]
+    assert lines["firmware"] == "8.3.5433"
+    assert lines["firmware update"] == f"{changed_at} 8.2.4345 -> 8.3.5433"
+    assert lines["last event"].split()[1] == "discovered:"  # the new discovery came after the update
+    (gateway,) = json_output(envoylog("status", "--format", "json"))["gateways"]
+    assert gateway["last_firmware_change"] == {"at": changed_at, "from": "8.2.4345", "to": "8.3.5433"}
+    assert gateway["firmware"] == "8.3.5433" and gateway["last_event"]["kind"] == "discovered"
+
+
+def test_status_tells_when_runs_ended_last_success_first(cli: Site) -> None:
+    # An endpoint that takes over a second: the run ends in a later second than it started.
+    cli.sim.set_endpoint_fault("/production.json", EndpointFault(hang_seconds=1.2))
+    assert_ok_and_silent(envoylog("collect"))
+    cli.sim.set_endpoint_fault("/production.json", None)
+    started_at, finished_at = stored_time(cli, Run.started_at), stored_time(cli, Run.finished_at)
+    assert started_at < finished_at
+    lines = status_lines(envoylog("status"))
+    assert list(lines)[:4] == ["firmware", "last success", "last run", "last error"]
+    assert lines["last success"] == finished_at
+    assert lines["last run"] == f"{finished_at} ok"
+    (gateway,) = json_output(envoylog("status", "--format", "json"))["gateways"]
+    assert gateway["last_run"] == {
+        "at": started_at,
+        "finished_at": finished_at,
+        "outcome": "ok",
+        "requests": cli.query("SELECT requests FROM runs")[0][0],
+    }
+    assert gateway["last_success_at"] == finished_at
+
+    cli.sim.set_endpoint_fault("/info", EndpointFault(status=503))
+    error_line(envoylog("collect"), 4)
+    cli.sim.set_endpoint_fault("/info", None)
+    failed_at = stored_time(cli, Run.finished_at, Run.outcome == "failed")
+    lines = status_lines(envoylog("status"))
+    assert lines["last success"] == finished_at
+    assert lines["last run"] == f"{failed_at} failed"
+    assert (
+        lines["last error"].startswith(f"{failed_at} ") and "/info answered HTTP 503" in lines["last error"]
+    )
+
+    # A collect that is still reading its gateway, as cron's next run finds it.
+    cli.sim.set_endpoint_fault("/ivp/meters/readings", EndpointFault(hang_seconds=5))
+    cli.sim.clear_request_log()
+    running = subprocess.Popen(
+        [*envoylog_command(), "collect"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "/ivp/meters/readings" not in cli.requests():
+            time.sleep(0.05)
+        since = stored_time(cli, Run.started_at, Run.outcome == "running")
+        lines = status_lines(envoylog("status"))
+        assert lines["last run"] == f"running since {since}"
+        assert lines["last success"] == finished_at
+        (gateway,) = json_output(envoylog("status", "--format", "json"))["gateways"]
+        assert gateway["last_run"]["outcome"] == "running" and gateway["last_run"]["finished_at"] is None
+    finally:
+        _, stderr = running.communicate(timeout=60)
+        assert running.returncode == 0, stderr
+    assert status_lines(envoylog("status"))["last run"].endswith(" ok")
 
 
 def stored_time(site: Site, column: Any, *where: Any) -> str:
@@ -457,6 +506,54 @@ def test_auth_login_gets_a_token_now_even_during_the_back_off(cli: Site) -> None
     (gateway,) = json_output(envoylog("auth", "status", "--format", "json"))["gateways"]
     assert gateway["token"]["source"] == "cloud"
     assert_ok_and_silent(envoylog("collect"))
+
+
+def test_during_the_back_off_every_message_keeps_the_cause_and_no_secret(
+    cli: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert_ok_and_silent(envoylog("collect"))
+    secrets = [stored_secret(cli, "token"), stored_secret(cli, "session"), cli.sim.password]
+    wrong_password = "hunter2-Wrong-Pa55word"
+    secrets.append(wrong_password)
+    monkeypatch.setenv("ENVOYLOG_PASSWORD", wrong_password)
+    cli.sim.revoke_tokens()  # the gateway refuses the stored token: only a new one from the cloud helps
+    cause = f"Enlighten refused the username or password of {cli.sim.username}"
+    next_attempt = re.compile(
+        r"; next attempt after \d{4}-\d\d-\d\d \d\d:\d\d UTC \(`envoylog auth login` tries now\)$"
+    )
+
+    first = envoylog("collect")
+    assert error_line(first, 3).startswith(f"{cause}; next attempt after ")
+    assert next_attempt.search(error_line(first, 3))
+    cli.sim.clear_request_log()
+    later = [envoylog("collect"), envoylog("-v", "collect")]
+    assert cloud_requests(cli) == []  # the back-off holds...
+    for result in later:  # ...and still says why
+        said = result.stderr.splitlines()[-1].removeprefix(ERROR_PREFIX)
+        assert said.startswith(
+            f"the gateway refused the token; the last Enphase cloud login failed: {cause}; "
+        )
+        assert next_attempt.search(said)
+    assert cli.query("SELECT cloud_error FROM auth WHERE kind = 'token'") == [(cause,)]
+
+    table = envoylog("auth", "status")
+    (cloud_line,) = [line for line in table.stdout.splitlines() if line.startswith("  cloud:")]
+    assert cloud_line.startswith(f"  cloud:   login failed 1x: {cause}; next attempt after ")
+    as_json = envoylog("auth", "status", "--format", "json")
+    (gateway,) = json_output(as_json)["gateways"]
+    assert gateway["token"]["cloud_error"] == cause and gateway["token"]["cloud_failures"] == 1
+    assert is_utc_iso(gateway["token"]["cloud_retry_at"])
+    status = envoylog("status")
+    assert cause in status_lines(status)["last error"]
+    for result in (first, *later, table, as_json, status):
+        for secret in secrets:
+            assert secret not in result.stdout + result.stderr
+
+    monkeypatch.setenv("ENVOYLOG_PASSWORD", cli.sim.password)
+    assert envoylog("auth", "login").exit_code == 0
+    (gateway,) = json_output(envoylog("auth", "status", "--format", "json"))["gateways"]
+    assert (gateway["token"]["cloud_error"], gateway["token"]["cloud_failures"]) == (None, 0)
+    assert "cloud:" not in envoylog("auth", "status").stdout
 
 
 def test_auth_logout_forgets_the_token_and_the_session(cli: Site) -> None:
