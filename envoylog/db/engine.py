@@ -23,6 +23,7 @@ SQLITE_BEGIN = "sqlite_begin"
 # How long a command waits for a database that another process holds (a writer, a lock): a person waits this
 # long; the collector waits no longer than its run's deadline (`waiting_until`).
 WAIT_S = 5.0
+DEADLINE_GRACE_S = 2.0  # the deadline leaves ten seconds to the next cron minute: room for the last writes
 CONNECT_TIMEOUT_S = 10  # a server that accepts the connection and never answers
 _deadline: ContextVar[float | None] = ContextVar("envoylog_db_deadline", default=None)
 
@@ -39,8 +40,10 @@ def waiting_until(deadline: float) -> Iterator[None]:
 
 def _wait_ms() -> int:
     deadline = _deadline.get()
-    wait = WAIT_S if deadline is None else min(WAIT_S * 3, deadline - time.monotonic())
-    return max(1, int(wait * 1000))
+    if deadline is None:
+        return int(WAIT_S * 1000)
+    # What a run read by its deadline is still stored: its last writes get a moment past it.
+    return int(max(DEADLINE_GRACE_S, min(WAIT_S * 3, deadline - time.monotonic())) * 1000)
 
 
 class NoDatabase(ConfigError):
