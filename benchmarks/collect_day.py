@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from envoylog.collect import collect_all
+from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings
 from envoylog.simulator import Simulator
 

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 from urllib3.exceptions import InsecureRequestWarning
 
-from envoylog.collect import GatewayRun, collect_all
+from envoylog.collect.run import GatewayRun, collect_all
 from envoylog.config import GatewaySettings, Settings
 from envoylog.simulator import Simulator
 

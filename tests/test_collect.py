@@ -20,7 +20,7 @@ import pytest
 from conftest import Site
 from sqlalchemy import select
 
-from envoylog.collect import GatewayRun, collect_all
+from envoylog.collect.run import GatewayRun, collect_all
 from envoylog.db import repository
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from envoylog.cli import app
-from envoylog.demo import demo_profile
+from envoylog.demo.tour import demo_profile
 from envoylog.simulator import Simulator
 from envoylog.simulator.profiles import PROFILES
 
@@ -104,7 +104,7 @@ def query(database: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_demo_day_default_is_yesterday_in_the_sites_zone() -> None:
-    from envoylog.demo import demo_day
+    from envoylog.demo.tour import demo_day
 
     profile = demo_profile("metered")
     # 23:30 UTC on 27 November is already the 28th in Amsterdam: yesterday there is the 27th.

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner, Result
 
-from envoylog import export
+from envoylog.reports import export
 from envoylog.cli import app
 from envoylog.db.migrate import open_database
-from envoylog.history import fill_history
+from envoylog.demo.filler import fill_history
 
 runner = CliRunner()
 DAY = "2025-06-21"

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from envoylog.cli import app
-from envoylog.history import fill_history, history_days
+from envoylog.demo.filler import fill_history, history_days
 from envoylog.reports import daily_report
 from envoylog.simulator import Simulator, bulk
 from envoylog.simulator import payloads as pl

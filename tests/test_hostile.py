@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from typer.testing import CliRunner
 
 from envoylog.cli import app
-from envoylog.collect import collect_all
+from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings, load_settings
 from envoylog.errors import ConfigError, GatewayError
 from envoylog.simulator import EndpointFault, Simulator

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envoylog import readings
-from envoylog.readings import ParseError
+from envoylog.readings import parse as readings
+from envoylog.readings.parse import ParseError
 
 NOW = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 

@@ -249,7 +249,7 @@ def test_plot_of_a_range_draws_daily_bars(db: Logged, tmp_path: Path) -> None:
 
 
 def test_plots_name_the_gateway_and_mark_the_days_not_fully_logged() -> None:
-    from envoylog import plots
+    from envoylog.render import plots
 
     days = pd.DataFrame(
         {
@@ -281,7 +281,7 @@ def test_plots_name_the_gateway_and_mark_the_days_not_fully_logged() -> None:
 
 
 def test_gateway_text_cannot_drive_the_terminal(db: Logged) -> None:
-    from envoylog.report_output import format_table
+    from envoylog.render.report import format_table
 
     days = pd.DataFrame(
         {column: [math.nan] for column in DAY_COLUMNS}

@@ -21,24 +21,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from envoylog.collect import collect_all
+from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import repository
 from envoylog.db.migrate import open_database
 from envoylog.db.models import Gateway, InverterSample, MeterSample, Run, Series
 from envoylog.errors import ConfigError
-from envoylog.readings import GatewayInfo, InverterReading, MeterReading
+from envoylog.readings.parse import GatewayInfo, InverterReading, MeterReading
 from envoylog.reports import (
     CURVE_COLUMNS,
     DAILY_COLUMNS,
     INVERTER_COLUMNS,
-    WRAP_TOLERANCE,
-    WRAP_WH,
     daily_report,
     inverter_report,
     power_curve,
     report_document,
 )
+from envoylog.reports.days import WRAP_TOLERANCE, WRAP_WH
 from envoylog.simulator import Simulator
 from envoylog.simulator.model import GatewayModel
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import Site
 from typer.testing import CliRunner
 
-from envoylog import readings
+from envoylog.readings import parse as readings
 from envoylog.cli import app
 from envoylog.simulator import EndpointFault
 

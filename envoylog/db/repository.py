@@ -25,7 +25,7 @@ from envoylog.db.models import (
 from envoylog.db.types import UtcDateTime
 from envoylog.errors import ConfigError
 from envoylog.gateway.tokens import TokenInfo
-from envoylog.readings import BatteryReading, GatewayInfo, InverterReading, MeterReading
+from envoylog.readings.parse import BatteryReading, GatewayInfo, InverterReading, MeterReading
 
 CLOUD_BACKOFF_FIRST = timedelta(hours=1)
 CLOUD_BACKOFF_MAX = timedelta(hours=12)

@@ -24,8 +24,8 @@ from envoylog.db import repository
 from envoylog.db.engine import describe_db_error
 from envoylog.db.models import BatterySample, InverterSample, MeterSample, Series
 from envoylog.errors import ConfigError, DatabaseError
-from envoylog.safetext import spreadsheet_cell
-from envoylog.timeutil import iso_z, local_day_bounds, parse_day, zone_of
+from envoylog.render.text import spreadsheet_cell
+from envoylog.times import iso_z, local_day_bounds, parse_day, zone_of
 
 CHUNK_ROWS = 50_000
 PYARROW_MISSING = "Parquet export needs pyarrow: pip install pyarrow (or pip install 'envoylog[parquet]')"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from envoylog.db.repository import Snapshot
-from envoylog.readings import (
+from envoylog.readings.parse import (
     ApiV1Production,
     BatteryReading,
     CtReading,

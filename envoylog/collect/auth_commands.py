@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from envoylog.collect import DEFAULT_DEADLINE_S, connect
+from envoylog.collect.run import DEFAULT_DEADLINE_S, connect
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import repository
 from envoylog.errors import ConfigError

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from envoylog.errors import ConfigError
-from envoylog.reports import DAILY_COLUMNS
-from envoylog.safetext import printable
-from envoylog.timeutil import parse_day
+from envoylog.reports.days import DAILY_COLUMNS
+from envoylog.render.text import printable
+from envoylog.times import parse_day
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 NO_VALUE = "-"
@@ -84,7 +84,7 @@ def render(
 ) -> str:
     """The report as `table`, `csv` or `json` (the SPEC's document) text."""
     if format == "json":
-        from envoylog.reports import report_document
+        from envoylog.reports.days import report_document
 
         return json.dumps(report_document(days, inverters, timezone), indent=2)
     if format == "csv":

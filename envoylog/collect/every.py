@@ -11,7 +11,7 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.collect import collect_all, raise_for_runs
+from envoylog.collect.run import collect_all, raise_for_runs
 from envoylog.config import Settings
 from envoylog.db.engine import describe_db_error
 from envoylog.errors import ConfigError, EnvoylogError

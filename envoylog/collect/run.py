@@ -13,7 +13,7 @@ from requests.auth import HTTPDigestAuth
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog import readings
+from envoylog.readings import parse as readings
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import repository
 from envoylog.db.engine import describe_db_error, waiting_until
@@ -29,8 +29,8 @@ from envoylog.gateway.client import (
     GatewayUnreachable,
 )
 from envoylog.gateway.cloud import CloudClient
-from envoylog.plausible import plausible_snapshot
-from envoylog.sources import (
+from envoylog.readings.plausible import plausible_snapshot
+from envoylog.readings.sources import (
     API_V1_PRODUCTION,
     DEVICE_DATA,
     ENSEMBLE_INVENTORY,

@@ -17,7 +17,7 @@ import typer
 from sqlalchemy import Engine
 
 from envoylog import __version__
-from envoylog.cli_support import (
+from envoylog.cli.shell import (
     EnvoylogGroup,
     Options,
     environment_help,
@@ -121,8 +121,8 @@ def collect(
     ] = 50.0,
 ) -> None:
     """Read every configured gateway once and store what changed. Silent on success."""
-    from envoylog.collect import collect_all, raise_for_runs
-    from envoylog.daemon import collect_every
+    from envoylog.collect.run import collect_all, raise_for_runs
+    from envoylog.collect.every import collect_every
 
     def action(options: Options) -> None:
         settings = options.settings()
@@ -145,7 +145,7 @@ def collect(
 @global_options
 def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """The latest stored readings of every gateway."""
-    from envoylog.overview import format_latest, latest_document
+    from envoylog.reports.overview import format_latest, latest_document
 
     _show(ctx, format, latest_document, format_latest)
 
@@ -154,7 +154,7 @@ def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
 @global_options
 def status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """Per gateway: firmware, last success, last error, token expiry, rows stored; database size."""
-    from envoylog.overview import format_status, status_document
+    from envoylog.reports.overview import format_status, status_document
 
     _show(ctx, format, lambda engine: status_document(engine, _now()), format_status)
 
@@ -250,7 +250,9 @@ def report(
     """Daily yield per local day: production, consumption, grid import and export, peak, coverage."""
 
     def action(options: Options) -> None:
-        from envoylog import plots, report_output, reports
+        from envoylog.render import plots
+        from envoylog.render import report as report_output
+        from envoylog.reports import days as reports
 
         zone = options.settings().timezone
         first, last = report_output.report_period(
@@ -282,7 +284,7 @@ def report(
 @global_options
 def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """Token and session of every gateway (never the secrets themselves)."""
-    from envoylog.overview import auth_document, format_auth
+    from envoylog.reports.overview import auth_document, format_auth
 
     _show(ctx, format, lambda engine: auth_document(engine, _now()), format_auth)
 
@@ -291,7 +293,7 @@ def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None
 @global_options
 def auth_login(ctx: typer.Context, gateway: GatewayOption = None) -> None:
     """Get a new token from the Enphase cloud now and store it (ignores the wait after failed logins)."""
-    from envoylog.auth_admin import choose_one, describe_token, login
+    from envoylog.collect.auth_commands import choose_one, describe_token, login
 
     def action(options: Options) -> None:
         settings = options.settings()
@@ -313,7 +315,7 @@ def auth_set_token(
     gateway: GatewayOption = None,
 ) -> None:
     """Store a token you pasted (for accounts with multi-factor authentication); it is checked first."""
-    from envoylog.auth_admin import choose_one, describe_token, set_token
+    from envoylog.collect.auth_commands import choose_one, describe_token, set_token
 
     def action(options: Options) -> None:
         raw = sys.stdin.read() if token == STDIN else token
@@ -330,7 +332,7 @@ def auth_set_token(
 @global_options
 def auth_logout(ctx: typer.Context, gateway: GatewayOption = None) -> None:
     """Delete the stored tokens and sessions (of one gateway with --gateway, else of every gateway)."""
-    from envoylog.auth_admin import choose_gateways, logout
+    from envoylog.collect.auth_commands import choose_gateways, logout
 
     def action(options: Options) -> None:
         settings = options.settings()
@@ -367,7 +369,7 @@ def demo(
     The demo uses a database of its own (demo.db in the user data directory) unless --db names one.
     """
     from envoylog.config import validate_db_url
-    from envoylog.demo import default_demo_db_url, run_demo, run_history
+    from envoylog.demo.tour import default_demo_db_url, run_demo, run_history
 
     def action(options: Options) -> None:
         db_url = validate_db_url(options.db) if options.db else default_demo_db_url()
@@ -412,7 +414,7 @@ def export(
     ] = None,
 ) -> None:
     """The stored readings of a period (local days in the configured zone) as CSV or Parquet, streamed."""
-    from envoylog import export as exporting
+    from envoylog.reports import export as exporting
 
     def action(options: Options) -> None:
         settings = options.settings()
@@ -475,7 +477,7 @@ def _now() -> datetime:
 
 
 def _today(timezone: str) -> date:
-    from envoylog.timeutil import today_in, zone_of
+    from envoylog.times import today_in, zone_of
 
     return today_in(zone_of(timezone))
 

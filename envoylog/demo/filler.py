@@ -28,12 +28,12 @@ from envoylog.db.engine import SQLITE_BEGIN, describe_db_error
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
 from envoylog.errors import ConfigError, DatabaseError
-from envoylog.readings import GatewayInfo
+from envoylog.readings.parse import GatewayInfo
 from envoylog.simulator import bulk
 from envoylog.simulator import payloads as pl
 from envoylog.simulator.model import GatewayModel, ReportHistory
 from envoylog.simulator.profiles import Profile, get_profile
-from envoylog.sources import SLOW_EVERY
+from envoylog.readings.sources import SLOW_EVERY
 
 SUPPORTED_PROFILES = ("standard", "metered", "battery", "legacy")
 DAY_S = 86_400

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from envoylog.errors import ConfigError
-from envoylog.report_output import as_date, gateway_title
+from envoylog.render.report import as_date, gateway_title
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -17,13 +17,13 @@ from zoneinfo import ZoneInfo
 import platformdirs
 from sqlalchemy.engine import make_url
 
-from envoylog.collect import collect_all, raise_for_runs
+from envoylog.collect.run import collect_all, raise_for_runs
 from envoylog.config import APP_NAME, GatewaySettings, Settings
 from envoylog.errors import ConfigError
-from envoylog.history import HistorySummary, fill_history, history_days
+from envoylog.demo.filler import HistorySummary, fill_history, history_days
 from envoylog.simulator.profiles import Profile, get_profile
 from envoylog.simulator.server import Simulator
-from envoylog.timeutil import local_day_bounds, parse_day, today_in, zone_of
+from envoylog.times import local_day_bounds, parse_day, today_in, zone_of
 
 DEMO_GATEWAY = "demo"
 DEMO_DB_FILE = "demo.db"
@@ -97,8 +97,8 @@ def run_demo(
     own_database: bool,
 ) -> DemoDay:
     """The tour: collect a simulated day through the real collector, print its report and the next steps."""
-    from envoylog.report_output import format_table
-    from envoylog.reports import daily_report
+    from envoylog.render.report import format_table
+    from envoylog.reports.days import daily_report
 
     site = demo_profile(profile)
     today = today_in(zone_of(site.timezone), now)
