@@ -20,8 +20,9 @@ import pytest
 from conftest import Site
 from sqlalchemy import select
 
+from envoylog.collect.auth_store import store_token
 from envoylog.collect.run import GatewayRun, collect_all
-from envoylog.db import repository
+from envoylog.db import runs
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
 from envoylog.db.models import AuthRecord
@@ -99,7 +100,7 @@ def test_token_close_to_expiry_is_renewed_early(site: Site) -> None:
     short = site.sim.issue_token(lifetime=timedelta(days=10))  # an owner token with 10 of 365 days left
     with site.transaction() as conn:
         gateway_id = conn.exec_driver_sql("SELECT id FROM gateways").scalar_one()
-        repository.save_token(conn, gateway_id, decode_token(short), "cloud", site.sim.clock.now())
+        store_token(conn, gateway_id, decode_token(short), "cloud", site.sim.clock.now())
     site.sim.clock.advance(timedelta(minutes=1))
     run = site.collect()
     assert run.error is None
@@ -304,7 +305,7 @@ def test_a_run_killed_midway_leaves_a_database_the_next_run_continues(site: Site
     before = site.rows()
     # A run that dies after writing its run-log entry (as a killed process would) leaves it "running".
     with site.transaction() as conn:
-        repository.start_run(conn, "home", site.sim.clock.now())
+        runs.start_run(conn, "home", site.sim.clock.now())
     site.sim.clock.advance(timedelta(minutes=1))
     run = site.collect()
     assert run.error is None

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner, Result
 
-from envoylog.reports import export
 from envoylog.cli import app
 from envoylog.db.migrate import open_database
 from envoylog.demo.filler import fill_history
+from envoylog.reports import export
 
 runner = CliRunner()
 DAY = "2025-06-21"

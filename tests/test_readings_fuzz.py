@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envoylog.readings import parse as readings
+from envoylog.readings import parse
 from envoylog.readings.parse import ParseError
 
 NOW = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
@@ -128,14 +128,14 @@ def _check(value: Any) -> None:
 
 
 PARSERS = [
-    lambda data: readings.parse_production_json(data, readings.TimeCheck(NOW)),
-    readings.parse_api_v1_production,
-    lambda data: readings.parse_inverters(data, readings.TimeCheck(NOW)),
-    readings.parse_meters,
-    lambda data: readings.parse_meter_readings(data, readings.TimeCheck(NOW)),
-    lambda data: readings.parse_device_data(data, readings.TimeCheck(NOW)),
-    lambda data: readings.parse_ensemble_inventory(data, readings.TimeCheck(NOW)),
-    readings.parse_ensemble_power,
+    lambda data: parse.parse_production_json(data, parse.TimeCheck(NOW)),
+    parse.parse_api_v1_production,
+    lambda data: parse.parse_inverters(data, parse.TimeCheck(NOW)),
+    parse.parse_meters,
+    lambda data: parse.parse_meter_readings(data, parse.TimeCheck(NOW)),
+    lambda data: parse.parse_device_data(data, parse.TimeCheck(NOW)),
+    lambda data: parse.parse_ensemble_inventory(data, parse.TimeCheck(NOW)),
+    parse.parse_ensemble_power,
 ]
 
 
@@ -154,7 +154,7 @@ def test_arbitrary_json_raises_only_parse_errors(parse: Any, data: Any) -> None:
 @given(data=production_json)
 def test_production_json_shaped_input(data: Any) -> None:
     try:
-        result = readings.parse_production_json(data, readings.TimeCheck(NOW))
+        result = parse.parse_production_json(data, parse.TimeCheck(NOW))
     except ParseError:
         return
     _check(result)
@@ -166,7 +166,7 @@ def test_production_json_shaped_input(data: Any) -> None:
 @given(data=inverter_list)
 def test_inverter_lists_keep_only_valid_reports(data: Any) -> None:
     try:
-        parsed = readings.parse_inverters(data, readings.TimeCheck(NOW))
+        parsed = parse.parse_inverters(data, parse.TimeCheck(NOW))
     except ParseError:
         return  # a number no reading can be (infinite, too large): the answer is broken
     for inverter in parsed:
@@ -178,14 +178,14 @@ def test_inverter_lists_keep_only_valid_reports(data: Any) -> None:
 @given(data=ct_list)
 def test_meter_readings_shaped_input(data: Any) -> None:
     with contextlib.suppress(ParseError):  # a number no reading can be: the answer is broken
-        _check(readings.parse_meter_readings(data, readings.TimeCheck(NOW)))
+        _check(parse.parse_meter_readings(data, parse.TimeCheck(NOW)))
 
 
 @settings(max_examples=300, deadline=None)
 @given(body=st.one_of(st.binary(max_size=200), st.text(max_size=200)))
 def test_info_never_raises_anything_but_parse_errors(body: bytes | str) -> None:
     try:
-        info = readings.parse_info(body)
+        info = parse.parse_info(body)
     except ParseError:
         return
     assert info.serial and info.firmware[0].isdigit()
@@ -199,13 +199,13 @@ def test_info_never_raises_anything_but_parse_errors(body: bytes | str) -> None:
 )
 def test_info_keeps_whatever_serial_the_gateway_reports(serial: str) -> None:
     body = f"<envoy_info><device><sn>{serial}</sn><software>D8.2.4345</software></device></envoy_info>"
-    info = readings.parse_info(body)
+    info = parse.parse_info(body)
     assert info.serial == serial
     assert info.firmware == "8.2.4345"
 
 
 def test_decode_json_names_the_endpoint_and_tells_html_apart() -> None:
     with pytest.raises(ParseError, match="/ivp/meters answered something that is not JSON"):
-        readings.decode_json(b'{"truncated": ', "/ivp/meters")
-    with pytest.raises(readings.HtmlAnswer, match=r"/production\.json answered an HTML page"):
-        readings.decode_json(b"<!DOCTYPE html><html><body>Page Not Found</body></html>", "/production.json")
+        parse.decode_json(b'{"truncated": ', "/ivp/meters")
+    with pytest.raises(parse.HtmlAnswer, match=r"/production\.json answered an HTML page"):
+        parse.decode_json(b"<!DOCTYPE html><html><body>Page Not Found</body></html>", "/production.json")

@@ -23,11 +23,13 @@ from sqlalchemy import select
 
 from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings
-from envoylog.db import repository
+from envoylog.db import gateways, samples
 from envoylog.db.migrate import open_database
+from envoylog.db.runs import finish_run, start_run
 from envoylog.db.models import Gateway, InverterSample, MeterSample, Run, Series
 from envoylog.errors import ConfigError
-from envoylog.readings.parse import GatewayInfo, InverterReading, MeterReading
+from envoylog.readings import model
+from envoylog.readings.model import GatewayInfo, InverterReading, MeterReading
 from envoylog.reports import (
     CURVE_COLUMNS,
     DAILY_COLUMNS,
@@ -238,7 +240,7 @@ def site_readings(
 
 def write(
     db_url: str,
-    snapshots: list[repository.Snapshot],
+    snapshots: list[model.Snapshot],
     runs: list[datetime],
     *,
     serial: str = SERIAL,
@@ -249,12 +251,12 @@ def write(
     now = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
         info = GatewayInfo(serial, "8.2.4345", "800-00654-r08", True, True)
-        gateway = repository.save_gateway(conn, info, name, now)
+        gateway = gateways.save_gateway(conn, info, name, now)
         for snapshot in snapshots:
-            repository.save_snapshot(conn, gateway.id, snapshot)
+            samples.save_snapshot(conn, gateway.id, snapshot)
         for at in runs:
-            run_id = repository.start_run(conn, name, at)
-            repository.finish_run(
+            run_id = start_run(conn, name, at)
+            finish_run(
                 conn,
                 run_id,
                 gateway_id=gateway.id,
@@ -284,7 +286,7 @@ def steady_history(
     plant = Plant(local(first))
     times = [at for at in every(local(first) - lead, local(last + timedelta(days=1))) if not skip(at)]
     snapshots = [
-        repository.Snapshot(
+        model.Snapshot(
             meters=site_readings(
                 plant, at, production(plant, at) if production else None, net_counters=net_counters
             )
@@ -400,7 +402,7 @@ def inverter_watts(k: int, inverter: int) -> float:
     return 295.0 if 36 <= k <= 72 else 200.0 + inverter + k % 3
 
 
-def inverter_snapshots(first: datetime, *, joules: bool, days: int = 1) -> list[repository.Snapshot]:
+def inverter_snapshots(first: datetime, *, joules: bool, days: int = 1) -> list[model.Snapshot]:
     """Two inverters reporting every five minutes from `first` for ten hours and one more report, of 0 W,
     on `days` days; their joule counters (32-bit, the second one about to wrap) only if `joules`."""
     snapshots = []
@@ -414,7 +416,7 @@ def inverter_snapshots(first: datetime, *, joules: bool, days: int = 1) -> list[
                 counters[i] += watts * 300 if k else 0.0
                 counter = counters[i] % 2**32 if joules else None
                 readings.append(InverterReading(serial, at, watts, 300.0, counter))
-            snapshots.append(repository.Snapshot(inverters=readings))
+            snapshots.append(model.Snapshot(inverters=readings))
     return snapshots
 
 
@@ -451,7 +453,7 @@ def test_sqlite_and_postgresql_give_the_same_reports(tmp_path: Path) -> None:
         return watts, lifetime
 
     snapshots = [
-        repository.Snapshot(meters=site_readings(plant, at, production(at), net_counters=at.day != 29))
+        model.Snapshot(meters=site_readings(plant, at, production(at), net_counters=at.day != 29))
         for at in times
     ]
     snapshots += inverter_snapshots(local(first, 8), joules=True, days=3)
@@ -497,9 +499,7 @@ def test_a_days_energy_is_never_negative_nor_absurd(tmp_path: Path, steps: list[
     for minutes, change in steps:
         at += timedelta(minutes=minutes)
         lifetime = max(lifetime + change, 0.0)
-        snapshots.append(
-            repository.Snapshot(meters=[MeterReading("production", 0, "eim", at, 500.0, lifetime)])
-        )
+        snapshots.append(model.Snapshot(meters=[MeterReading("production", 0, "eim", at, 500.0, lifetime)]))
     write(f"sqlite:///{db}", snapshots, [])
     report = daily_report(f"sqlite:///{db}", DAY, DAY + timedelta(days=1), timezone=ZONE)
     assert (report.production_wh.dropna() >= 0.0).all()

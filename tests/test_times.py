@@ -10,8 +10,8 @@ import pytest
 from conftest import Site
 from typer.testing import CliRunner
 
-from envoylog.readings import parse as readings
 from envoylog.cli import app
+from envoylog.readings import model, parse
 from envoylog.simulator import EndpointFault
 
 NOW = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
@@ -30,9 +30,9 @@ NOW = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
     ],
 )
 def test_an_inverter_report_is_kept_whatever_its_time(stamp: object, believed: bool) -> None:
-    times = readings.TimeCheck(NOW)
+    times = parse.TimeCheck(NOW)
     data = [{"serialNumber": "482052011234", "lastReportDate": stamp, "lastReportWatts": 210, "devType": 1}]
-    (inverter,) = readings.parse_inverters(data, times)
+    (inverter,) = parse.parse_inverters(data, times)
     assert inverter.watts == 210
     if believed:
         assert inverter.reported_at == datetime.fromtimestamp(stamp, UTC)  # type: ignore[arg-type]
@@ -43,7 +43,7 @@ def test_an_inverter_report_is_kept_whatever_its_time(stamp: object, believed: b
 
 
 def test_device_data_and_meter_readings_count_what_they_replace() -> None:
-    times = readings.TimeCheck(NOW)
+    times = parse.TimeCheck(NOW)
     device_data = {
         "1": {
             "sn": "482052011234",
@@ -52,9 +52,9 @@ def test_device_data_and_meter_readings_count_what_they_replace() -> None:
         },
         "deviceCount": 1,
     }
-    (inverter,) = readings.parse_device_data(device_data, times).inverters
+    (inverter,) = parse.parse_device_data(device_data, times).inverters
     assert inverter.reported_at == NOW
-    (ct,) = readings.parse_meter_readings([{"eid": 1, "timestamp": -1, "activePower": 5.0}], times)
+    (ct,) = parse.parse_meter_readings([{"eid": 1, "timestamp": -1, "activePower": 5.0}], times)
     assert ct.read_at == NOW
     assert times.replaced == {"/ivp/pdm/device_data": 1, "/ivp/meters/readings": 1}
 
@@ -139,24 +139,24 @@ def test_a_reading_dated_50_minutes_ahead_does_not_hold_back_the_next(site: Site
 
 
 def test_rows_a_clock_left_in_the_future_are_taken_out_so_the_series_goes_on(db_url: str) -> None:
-    from envoylog.db import repository
+    from envoylog.db import gateways, samples
     from envoylog.db.migrate import open_database
-    from envoylog.db.repository import Snapshot
+    from envoylog.readings.model import Snapshot
 
     engine = open_database(db_url, create=True)
-    info = readings.GatewayInfo("1222", "8.2.4345", None, True, True)
+    info = model.GatewayInfo("1222", "8.2.4345", None, True, True)
     now = datetime(2026, 6, 21, 10, 0, tzinfo=UTC)
 
     def production(at: datetime, watts: float) -> Snapshot:
-        return Snapshot(meters=[readings.MeterReading("production", 0, "api_v1", at, watts, 1000.0 + watts)])
+        return Snapshot(meters=[model.MeterReading("production", 0, "api_v1", at, watts, 1000.0 + watts)])
 
     try:
         with engine.begin() as conn:
-            gateway = repository.save_gateway(conn, info, "home", now)
-            repository.save_snapshot(
+            gateway = gateways.save_gateway(conn, info, "home", now)
+            samples.save_snapshot(
                 conn, gateway.id, production(now + timedelta(hours=2), 5.0)
             )  # no clock check
-            saved = repository.save_snapshot(conn, gateway.id, production(now, 7.0), now)
+            saved = samples.save_snapshot(conn, gateway.id, production(now, 7.0), now)
     finally:
         engine.dispose()
     assert saved.added == {"production": 1} and saved.removed == 1

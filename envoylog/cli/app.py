@@ -121,8 +121,8 @@ def collect(
     ] = 50.0,
 ) -> None:
     """Read every configured gateway once and store what changed. Silent on success."""
-    from envoylog.collect.run import collect_all, raise_for_runs
     from envoylog.collect.every import collect_every
+    from envoylog.collect.run import collect_all, raise_for_runs
 
     def action(options: Options) -> None:
         settings = options.settings()

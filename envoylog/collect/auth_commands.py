@@ -7,12 +7,15 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from envoylog.collect.run import DEFAULT_DEADLINE_S, connect
+from envoylog.collect.auth_store import DatabaseAuthStore, store_token
+from envoylog.collect.run import DEFAULT_DEADLINE_S
 from envoylog.config import GatewaySettings, Settings
-from envoylog.db import repository
+from envoylog.db import credentials
+from envoylog.db.gateways import configured_gateway, ensure_gateway, find_gateway_by_id, list_gateways
 from envoylog.errors import ConfigError
 from envoylog.gateway.auth import fetch_and_store_token
 from envoylog.gateway.cloud import CloudClient
+from envoylog.gateway.connect import connect
 from envoylog.gateway.tokens import TokenInfo, decode_token
 
 
@@ -47,7 +50,7 @@ def _serial_of(
         serial = token.serial
     if serial is None:
         with engine.connect() as conn:
-            known = repository.find_gateway(conn, name=gateway.name)
+            known = configured_gateway(conn, name=gateway.name)
         if known is not None:
             serial = known.serial
     if serial is None:
@@ -57,7 +60,7 @@ def _serial_of(
     if token is not None and token.serial and token.serial != serial:
         raise ConfigError(f"the token is for gateway {token.serial}, not {serial}")
     with engine.begin() as conn:
-        return repository.ensure_gateway(conn, serial, gateway.name, now)
+        return ensure_gateway(conn, serial, gateway.name, now)
 
 
 def set_token(engine: Engine, gateway: GatewaySettings, raw: str, now: datetime) -> tuple[str, TokenInfo]:
@@ -67,9 +70,9 @@ def set_token(engine: Engine, gateway: GatewaySettings, raw: str, now: datetime)
         raise ConfigError(f"the token expired at {token.expires_at:%Y-%m-%d %H:%M} UTC: get a new one")
     gateway_id = _serial_of(engine, gateway, now, token)
     with engine.begin() as conn:
-        repository.save_token(conn, gateway_id, token, "manual", now)
-        repository.delete_auth(conn, gateway_id, kinds=("session",))
-        serial = str(repository.find_gateway_by_id(conn, gateway_id).serial)
+        store_token(conn, gateway_id, token, "manual", now)
+        credentials.delete_auth(conn, gateway_id, kinds=("session",))
+        serial = str(find_gateway_by_id(conn, gateway_id).serial)
     return serial, token
 
 
@@ -88,9 +91,9 @@ def login(
         )
     gateway_id = _serial_of(engine, gateway, now)
     with engine.connect() as conn:
-        serial = str(repository.find_gateway_by_id(conn, gateway_id).serial)
+        serial = str(find_gateway_by_id(conn, gateway_id).serial)
     cloud = CloudClient(settings.enlighten_url, settings.entrez_url, verify=cloud_verify)
-    token = fetch_and_store_token(engine, gateway_id, serial, gateway, cloud, now)
+    token = fetch_and_store_token(DatabaseAuthStore(engine, gateway_id), serial, gateway, cloud, now)
     return serial, token
 
 
@@ -99,9 +102,9 @@ def logout(engine: Engine, gateways: tuple[GatewaySettings, ...], everything: bo
     deleted = 0
     with engine.begin() as conn:
         names = {g.name for g in gateways}
-        for row in repository.list_gateways(conn):
+        for row in list_gateways(conn):
             if everything or row.name in names:
-                deleted += repository.delete_auth(conn, row.id)
+                deleted += credentials.delete_auth(conn, row.id)
     return deleted
 
 

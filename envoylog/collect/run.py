@@ -7,55 +7,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from requests.auth import HTTPDigestAuth
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.readings import parse as readings
+from envoylog.collect.auth_store import DatabaseAuthStore
+from envoylog.collect.read import read_gateway
 from envoylog.config import GatewaySettings, Settings
-from envoylog.db import repository
+from envoylog.db import credentials, gateways, runs, samples
 from envoylog.db.engine import describe_db_error, waiting_until
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
-from envoylog.errors import ConfigError, DatabaseError, EnvoylogError, GatewayError
+from envoylog.errors import DatabaseError, EnvoylogError, GatewayError
 from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import (
-    Answer,
-    AnswerTooLarge,
-    CertificateMismatch,
     GatewayClient,
-    GatewayUnreachable,
 )
 from envoylog.gateway.cloud import CloudClient
+from envoylog.gateway.connect import UnsupportedGateway, connect
+from envoylog.readings import model
 from envoylog.readings.plausible import plausible_snapshot
-from envoylog.readings.sources import (
-    API_V1_PRODUCTION,
-    DEVICE_DATA,
-    ENSEMBLE_INVENTORY,
-    ENSEMBLE_POWER,
-    INVERTERS,
-    METER_READINGS,
-    METERS,
-    PRODUCTION_JSON,
-    SLOW_ENDPOINTS,
-    Answers,
-    build_snapshot,
-    ct_configs,
-    discovery_paths,
-    learn,
-    steady_paths,
-)
+from envoylog.readings.sources import build_snapshot
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 50.0  # ends a cron run before the next minute's starts
-MIN_FIRMWARE = (3, 9)  # older firmware serves HTML pages only
-
-
-class UnsupportedGateway(GatewayError):
-    """The gateway's firmware has no machine-readable data."""
 
 
 def utc_now() -> datetime:
@@ -135,13 +111,13 @@ def collect_gateway(
     started = clock()
     try:
         with engine.begin() as conn:
-            run_id = repository.start_run(conn, gateway.name, started)
+            run_id = runs.start_run(conn, gateway.name, started)
             # Known from earlier runs: a run that cannot reach the gateway is still logged against it.
-            known = repository.find_gateway(conn, name=gateway.name, serial=gateway.serial)
+            known = gateways.configured_gateway(conn, name=gateway.name, serial=gateway.serial)
             gateway_id = known.id if known is not None else None
             # A gateway known to need a token, or pinned by a fingerprint, is reached over HTTPS only.
             https_only = bool(gateway.fingerprint) or (
-                known is not None and readings.firmware_tuple(known.firmware or "0") >= (7,)
+                known is not None and model.firmware_tuple(known.firmware or "0") >= (7,)
             )
     except SQLAlchemyError as exc:
         run.outcome, run.error = (
@@ -155,20 +131,17 @@ def collect_gateway(
         clock = _trusted_clock(clock, client.gateway_now(), info.serial, run)
         now = clock()
         with engine.begin() as conn:
-            record = repository.save_gateway(conn, info, gateway.name, now)
+            record = gateways.save_gateway(conn, info, gateway.name, now)
         gateway_id = record.id
         if record.previous_firmware:
-            # A firmware update can add, drop or change endpoints: discovery runs again (see _read).
+            # A firmware update can add, drop or change endpoints: discovery runs again (read_gateway).
             log.info("gateway %s: firmware %s -> %s", info.serial, record.previous_firmware, info.firmware)
             with engine.begin() as conn:
-                repository.record_firmware_change(
-                    conn, record.id, record.previous_firmware, info.firmware, now
-                )
+                gateways.record_firmware_change(conn, record.id, record.previous_firmware, info.firmware, now)
         auth = None
         if info.needs_token:
             auth = GatewayAuth(
-                engine=engine,
-                gateway_id=record.id,
+                store=DatabaseAuthStore(engine, record.id),
                 serial=info.serial,
                 settings=gateway,
                 client=client,
@@ -176,25 +149,27 @@ def collect_gateway(
                 clock=clock,
             )
             auth.prepare()
-        answers, discovery, html_only = _read(client, auth, info, record.discovery, run, now)
-        snapshot, impossible = plausible_snapshot(build_snapshot(info, ct_configs(discovery), answers, now))
+        read = read_gateway(client, auth, info, record.discovery, now)
+        run.endpoint_errors += read.errors
+        discovery = read.discovery
+        snapshot, impossible = plausible_snapshot(build_snapshot(info, discovery.meters, read.answers, now))
         run.endpoint_errors += impossible
         if not (snapshot.meters or snapshot.inverters or snapshot.batteries) and run.endpoint_errors:
-            if html_only:
+            if read.html_only:
                 raise UnsupportedGateway(
                     f"gateway {info.serial} (firmware {info.firmware}) serves only HTML pages, "
                     "no data: unsupported"
                 )
             raise GatewayError(f"gateway {info.serial} answered errors only: {run.endpoint_errors[0]}")
         with engine.begin() as conn:
-            saved = repository.save_snapshot(conn, record.id, snapshot, now)
+            saved = samples.save_snapshot(conn, record.id, snapshot, now)
             run.rows_added = saved.added
             run.endpoint_errors += saved.notes()
-            repository.save_discovery(conn, record.id, discovery)
-            if discovery.get("firmware") and discovery.get("firmware") != record.discovery.get("firmware"):
-                repository.record_event(conn, record.id, "discovered", describe_discovery(discovery), now)
+            gateways.save_discovery(conn, record.id, discovery)
+            if discovery.firmware and discovery.firmware != record.discovery.firmware:
+                gateways.record_event(conn, record.id, "discovered", discovery.describe(), now)
             if auth is not None and auth.session_used:
-                repository.touch_session(conn, record.id, clock())
+                credentials.touch_session(conn, record.id, clock())
         run.outcome = "partial" if run.endpoint_errors else "ok"
     except EnvoylogError as exc:
         run.outcome, run.error = "failed", exc
@@ -228,7 +203,7 @@ def _trusted_clock(
     if gateway_now is None:
         return clock
     offset = gateway_now - clock()
-    if abs(offset) <= repository.FUTURE_TOLERANCE:
+    if abs(offset) <= samples.FUTURE_TOLERANCE:
         return clock
     side = "behind" if offset > timedelta(0) else "ahead of"
     note = (
@@ -251,7 +226,7 @@ def _finish(
 ) -> None:
     try:
         with engine.begin() as conn:
-            repository.finish_run(
+            runs.finish_run(
                 conn,
                 run_id,
                 gateway_id=gateway_id,
@@ -270,188 +245,6 @@ def _finish(
                 "failed",
                 DatabaseError(f"cannot write the run log: {describe_db_error(exc)}"),
             )
-
-
-def connect(
-    gateway: GatewaySettings, deadline: float, *, https_only: bool = False
-) -> tuple[GatewayClient, readings.GatewayInfo]:
-    """Find the gateway (HTTPS, then HTTP for a bare host) and read /info; check the serial if one is set.
-
-    A gateway that needs a token (known from earlier runs, or saying so now) is never talked to over plain
-    HTTP: an impostor answering there would be handed the session cookie and the owner's token.
-    """
-    failures: list[str] = []
-    requests_before = 0
-    urls = [url for url in gateway.base_urls if url.startswith("https://") or not https_only]
-    if not urls:
-        raise ConfigError(
-            f"gateway {gateway.name} needs a token, which envoylog sends over HTTPS only: "
-            f"give its host as https://... instead of {gateway.host}"
-        )
-    for base_url in urls:
-        client = GatewayClient(base_url, deadline=deadline, fingerprint=gateway.fingerprint)
-        client.requests_made = requests_before
-        try:
-            answer = client.get("/info")
-        except CertificateMismatch:
-            client.close()
-            raise
-        except (GatewayUnreachable, AnswerTooLarge) as exc:
-            failures.append(str(exc))
-            requests_before = client.requests_made
-            client.close()
-            continue
-        if answer.status != 200:
-            client.close()
-            failures.append(f"{base_url}/info answered HTTP {answer.status}")
-            requests_before = client.requests_made
-            continue
-        info = readings.parse_info(answer.body)
-        if info.needs_token and base_url.startswith("http://"):
-            client.close()
-            raise GatewayError(
-                f"{base_url} says it is gateway {info.serial} with firmware {info.firmware}, which needs a "
-                "token, but answers over plain HTTP: envoylog sends tokens over HTTPS only"
-            )
-        if info.firmware_version < MIN_FIRMWARE:
-            client.close()
-            raise UnsupportedGateway(
-                f"gateway {info.serial} runs firmware {info.firmware}, which serves only HTML pages: "
-                "envoylog needs firmware 3.9 or later"
-            )
-        if gateway.serial and gateway.serial != info.serial:
-            client.close()
-            raise ConfigError(
-                f"gateway {gateway.name} at {base_url} has serial {info.serial}, "
-                f"not the configured {gateway.serial}"
-            )
-        return client, info
-    raise GatewayUnreachable("; ".join(failures))
-
-
-def _read(
-    client: GatewayClient,
-    auth: GatewayAuth | None,
-    info: readings.GatewayInfo,
-    known: dict[str, Any],
-    run: GatewayRun,
-    now: datetime,
-) -> tuple[Answers, dict[str, Any], bool]:
-    """Request the endpoints one at a time; return the parsed answers, what discovery learned, and whether
-    every failure was an HTML page (firmware that serves no data)."""
-    discovering = known.get("firmware") != info.firmware
-    discovery: dict[str, Any] = {} if discovering else dict(known)
-    discovery["polled_at"] = dict(discovery.get("polled_at", {}))
-    paths = discovery_paths(info) if discovering else steady_paths(info, known, now)
-    absent: set[str] = set(discovery.get("absent", []))
-    refused: set[str] = set()
-    answers = Answers()
-    times = readings.TimeCheck(now)
-    complete, answered, html_only = True, False, True
-    for path in paths:
-        try:
-            answer = _get(client, auth, info, path)
-        except (GatewayUnreachable, AnswerTooLarge) as exc:
-            run.endpoint_errors.append(f"{path}: {exc}")
-            complete = html_only = False
-            if client.remaining() <= 0:
-                break
-            continue
-        if answer.status == 404:
-            absent.add(path)
-            if path == DEVICE_DATA and INVERTERS not in paths:
-                paths.append(INVERTERS)  # older firmware: the inverters' own endpoint instead
-            continue
-        if answer.status != 200:
-            if answer.status in (401, 403):
-                refused.add(path)
-            run.endpoint_errors.append(f"{path}: HTTP {answer.status}")
-            complete = html_only = False
-            continue
-        try:
-            _parse_into(answers, path, answer, times)
-        except readings.ParseError as exc:
-            run.endpoint_errors.append(f"{path}: {exc}")
-            complete = False
-            html_only = html_only and isinstance(exc, readings.HtmlAnswer)
-            continue
-        except Exception as exc:  # one answer that no parser foresaw must not end the run
-            log.info("cannot read %s", path, exc_info=True)
-            run.endpoint_errors.append(
-                f"{path}: answered something envoylog cannot read ({type(exc).__name__})"
-            )
-            complete = html_only = False
-            continue
-        answered = True
-        if path in SLOW_ENDPOINTS:
-            discovery["polled_at"][path] = now.isoformat()
-        zero_api = path == API_V1_PRODUCTION and answers.api_v1 is not None and answers.api_v1.energy_all_zero
-        if zero_api and PRODUCTION_JSON not in paths:
-            paths.append(PRODUCTION_JSON)  # its inverters entry is the production source then
-    if times.replaced:
-        where = ", ".join(f"{count} from {path}" for path, count in sorted(times.replaced.items()))
-        log.info(
-            "gateway %s: %d readings had no believable time of their own (zero, negative or more than an "
-            "hour ahead of this clock): stored at the collection time (%s)",
-            info.serial,
-            sum(times.replaced.values()),
-            where,
-        )
-    learn(discovery, answers)
-    discovery["absent"] = sorted(absent)
-    if answered and refused:
-        # Some firmware refuses an endpoint even to a fresh session that others accept: stop asking it.
-        discovery["refused"] = sorted(refused | set(discovery.get("refused", [])))
-    if discovering:
-        # Discovery counts as done only when every endpoint answered (or said it does not exist).
-        discovery["firmware"] = info.firmware if complete else None
-    return answers, discovery, html_only and bool(run.endpoint_errors)
-
-
-def describe_discovery(discovery: dict[str, Any]) -> str:
-    """One line about what discovery found, for the event log."""
-    cts = [
-        f"{m['measurement_type']} ({'enabled' if m['enabled'] else 'disabled'})"
-        for m in discovery.get("meters", [])
-    ]
-    parts = [f"firmware {discovery.get('firmware')}", "CTs: " + (", ".join(cts) or "none")]
-    for key in ("batteries", "acb", "api_v1_zero", "inverters_beyond_device_data"):
-        if discovery.get(key):
-            parts.append(key.replace("_", " "))
-    if discovery.get("absent"):
-        parts.append("absent: " + ", ".join(discovery["absent"]))
-    if discovery.get("refused"):
-        parts.append("refused: " + ", ".join(discovery["refused"]))
-    return "; ".join(parts)
-
-
-def _get(client: GatewayClient, auth: GatewayAuth | None, info: readings.GatewayInfo, path: str) -> Answer:
-    if auth is not None:
-        return auth.get(path)
-    if path == INVERTERS:
-        # Firmware before 7 guards the inverters behind Digest auth: user envoy, the serial's last six digits.
-        return client.get(path, auth=HTTPDigestAuth("envoy", info.serial[-6:]))
-    return client.get(path)
-
-
-def _parse_into(answers: Answers, path: str, answer: Answer, times: readings.TimeCheck) -> None:
-    data = readings.decode_json(answer.body, path)
-    if path == PRODUCTION_JSON:
-        answers.production_json = readings.parse_production_json(data, times)
-    elif path == API_V1_PRODUCTION:
-        answers.api_v1 = readings.parse_api_v1_production(data)
-    elif path == METERS:
-        answers.meters = readings.parse_meters(data)
-    elif path == METER_READINGS:
-        answers.meter_readings = readings.parse_meter_readings(data, times)
-    elif path == INVERTERS:
-        answers.inverters = readings.parse_inverters(data, times)
-    elif path == DEVICE_DATA:
-        answers.device_data = readings.parse_device_data(data, times)
-    elif path == ENSEMBLE_INVENTORY:
-        answers.inventory = readings.parse_ensemble_inventory(data, times)
-    elif path == ENSEMBLE_POWER:
-        answers.battery_watts = readings.parse_ensemble_power(data)
 
 
 class RunsFailed(EnvoylogError):

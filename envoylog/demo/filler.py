@@ -2,7 +2,7 @@
 
 The readings are computed for a month of minutes at a time from the simulator's arrays (simulator/bulk.py),
 not by rendering and parsing JSON per minute, and go into the collector's tables under its change-detection
-rule (`repository.is_new`: a row only when it differs from its series' previous row) with multi-row inserts.
+rule (`samples.is_new`: a row only when it differs from its series' previous row) with multi-row inserts.
 Every minute gets a successful run in the run log, as a cron collector's would.
 """
 
@@ -23,17 +23,19 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.db import repository
+from envoylog.db import gateways, samples
+from envoylog.db.bulk import save_rows_bulk
 from envoylog.db.engine import SQLITE_BEGIN, describe_db_error
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
+from envoylog.db.runs import RUNS_TABLE, load_run_minutes
 from envoylog.errors import ConfigError, DatabaseError
-from envoylog.readings.parse import GatewayInfo
+from envoylog.readings.endpoints import SLOW_EVERY
+from envoylog.readings.model import GatewayInfo
 from envoylog.simulator import bulk
 from envoylog.simulator import payloads as pl
 from envoylog.simulator.model import GatewayModel, ReportHistory
 from envoylog.simulator.profiles import Profile, get_profile
-from envoylog.readings.sources import SLOW_EVERY
 
 SUPPORTED_PROFILES = ("standard", "metered", "battery", "legacy")
 DAY_S = 86_400
@@ -191,20 +193,17 @@ def _prepare(engine: Engine, model: GatewayModel, gateway: str, start: int, end:
     profile = model.profile
     info = GatewayInfo(profile.serial, profile.firmware, profile.part_number, profile.metered, None)
     with _transaction(engine) as conn:
-        known = repository.find_gateway(conn, serial=profile.serial)
-        if known is None:
-            gateway_id = repository.save_gateway(conn, info, gateway, _at(start)).id
-        else:
-            gateway_id = known.id
-        repository.save_seen(conn, gateway_id, _at(start), _at(end - 60))
+        known = gateways.configured_gateway(conn, name=None, serial=profile.serial)
+        gateway_id = gateways.save_gateway(conn, info, gateway, _at(start)).id if known is None else known.id
+        gateways.save_seen(conn, gateway_id, _at(start), _at(end - 60))
         keys = _series_keys(model)
-        series_ids = repository.find_series_ids(conn, gateway_id, [key for key, _ in keys])
+        series_ids = samples.find_series_ids(conn, gateway_id, [key for key, _ in keys])
         state = _State(gateway_id, series_ids)
-        for name, table in repository.READING_TABLES.items():
+        for name, table in samples.READING_TABLES.items():
             ids = [series_ids[key] for key, kind in keys if kind == name]
             # Each series continues from its newest row before the period, so days before readings
             # already stored (a live demo, say) can still be filled; existing rows are skipped on insert.
-            state.latest.update(repository.load_latest_readings(conn, table, ids, before=_at(start)))
+            state.latest.update(samples.load_latest_readings(conn, table, ids, before=_at(start)))
     return state
 
 
@@ -252,14 +251,14 @@ def _store(
 ) -> None:
     """Filter the readings by the change-detection rule and store them, and the runs, in one transaction."""
     start = int(polls[0])
-    rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in repository.READING_TABLES}
+    rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in samples.READING_TABLES}
     added_per_minute = np.zeros(polls.size, dtype=np.int64)
     latest = dict(state.latest)  # kept apart until the month is committed
 
     def flush(conn: Connection, name: str) -> None:
-        table = repository.READING_TABLES[name]
+        table = samples.READING_TABLES[name]
         columns = ["series_id", table.time_column, *table.value_columns]
-        state.rows_added[name] += repository.save_rows_bulk(conn, table.table, columns, rows[name])
+        state.rows_added[name] += save_rows_bulk(conn, table.table, columns, rows[name])
         rows[name] = []
 
     with _transaction(engine) as conn:
@@ -295,7 +294,7 @@ def _changed(series: _Series, latest: Latest | None) -> tuple[NDArray[np.bool_],
     changed = np.zeros(times.size - first, dtype=bool)
     for values in arrays:
         changed[1:] |= values[1:] != values[:-1]
-    changed[0] = repository.is_new(latest, _at(int(times[first])), _values_at(series.values, first))
+    changed[0] = samples.is_new(latest, _at(int(times[first])), _values_at(series.values, first))
     keep[first:] = changed
     stored = np.flatnonzero(keep)
     if stored.size == 0:
@@ -321,7 +320,7 @@ def _save_runs(
 ) -> int:
     """A successful steady-state run per minute, except in minutes that already have one."""
     start, end = _at(int(polls[0])), _at(int(polls[-1]) + 60)
-    existing = repository.load_run_minutes(conn, gateway_id, start, end)
+    existing = load_run_minutes(conn, gateway_id, start, end)
     requests = _requests(model, polls)
     runs = [
         (gateway_id, gateway, at, at, "ok", n, 0, rows, None)
@@ -339,7 +338,7 @@ def _save_runs(
         "rows_added",
         "error",
     ]
-    return repository.save_rows_bulk(conn, repository.RUNS_TABLE, columns, runs)
+    return save_rows_bulk(conn, RUNS_TABLE, columns, runs)
 
 
 def _requests(model: GatewayModel, polls: IntArray) -> IntArray:
@@ -419,7 +418,7 @@ def _meters(model: GatewayModel, polls: IntArray) -> list[_Series]:
 
 
 def _meter_values(source: str, **arrays: FloatArray) -> Values:
-    names = repository.READING_TABLES["meter"].value_columns
+    names = samples.READING_TABLES["meter"].value_columns
     return {name: source if name == "source" else arrays.get(name) for name in names}
 
 
@@ -431,7 +430,7 @@ def _inverters(model: GatewayModel, polls: IntArray) -> list[_Series]:
         return []
     # A day back: at night the latest report is the evening's.
     reports = model.report_history(float(reads[0]) - DAY_S, float(reads[-1]))
-    names = repository.READING_TABLES["inverter"].value_columns
+    names = samples.READING_TABLES["inverter"].value_columns
     columns: dict[str, FloatArray | None]
     if profile.device_data:
         data = bulk.device_data(model, reports)

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 
 from envoylog.collect.run import collect_all, raise_for_runs
 from envoylog.config import APP_NAME, GatewaySettings, Settings
-from envoylog.errors import ConfigError
 from envoylog.demo.filler import HistorySummary, fill_history, history_days
+from envoylog.errors import ConfigError
 from envoylog.simulator.profiles import Profile, get_profile
 from envoylog.simulator.server import Simulator
 from envoylog.times import local_day_bounds, parse_day, today_in, zone_of

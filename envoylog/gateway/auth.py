@@ -10,13 +10,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
-
 from envoylog.config import GatewaySettings
-from envoylog.db import repository
 from envoylog.errors import AuthError
 from envoylog.gateway.client import Answer, GatewayClient
 from envoylog.gateway.cloud import CloudClient, CloudError
+from envoylog.gateway.store import AuthStore, TokenSource
 from envoylog.gateway.tokens import TokenInfo, decode_token
 
 log = logging.getLogger(__name__)
@@ -36,16 +34,14 @@ class GatewayAuth:
     def __init__(
         self,
         *,
-        engine: Engine,
-        gateway_id: int,
+        store: AuthStore,
         serial: str,
         settings: GatewaySettings,
         client: GatewayClient,
         cloud: CloudClient,
         clock: Callable[[], datetime],
     ) -> None:
-        self.engine = engine
-        self.gateway_id = gateway_id
+        self.store = store
         self.serial = serial
         self.settings = settings
         self.client = client
@@ -61,9 +57,8 @@ class GatewayAuth:
     def prepare(self) -> None:
         """Pick the token and session to start with; renew a token that is close to its expiry."""
         now = self.clock()
-        with self.engine.connect() as conn:
-            stored = repository.load_token(conn, self.gateway_id)
-            session = repository.load_session(conn, self.gateway_id)
+        stored = self.store.load_token()
+        session = self.store.load_session()
         self.token = self._usable(stored.secret if stored else None, now)
         reason = "no usable token is stored"
         if self.token is None and self.settings.token:
@@ -133,8 +128,7 @@ class GatewayAuth:
             log.info("check_jwt refused the token (HTTP %s)", answer.status)
             return False
         self.session_id = session_id
-        with self.engine.begin() as conn:
-            repository.save_session(conn, self.gateway_id, session_id, self.clock())
+        self.store.save_session(session_id, self.clock())
         log.info("new gateway session")
         return True
 
@@ -147,8 +141,7 @@ class GatewayAuth:
         if not self._has_credentials():
             raise AuthError(f"{reason} for gateway {self.serial}: {CREDENTIALS_HINT}")
         now = self.clock()
-        with self.engine.connect() as conn:
-            stored = repository.load_token(conn, self.gateway_id)
+        stored = self.store.load_token()
         if stored and stored.cloud_retry_at and now < stored.cloud_retry_at:
             # No attempt this time; the cause of the last failure is what the user can act on.
             failed = "the last Enphase cloud login failed"
@@ -156,16 +149,13 @@ class GatewayAuth:
                 failed += f": {stored.cloud_error}"
             raise AuthError(f"{reason}; {failed}; {_next_attempt(stored.cloud_retry_at)}")
         try:
-            self.token = fetch_and_store_token(
-                self.engine, self.gateway_id, self.serial, self.settings, self.cloud, now
-            )
+            self.token = fetch_and_store_token(self.store, self.serial, self.settings, self.cloud, now)
         except CloudError as exc:
             assert exc.retry_at is not None  # recorded by fetch_and_store_token
             raise AuthError(f"{exc}; {_next_attempt(exc.retry_at)}") from None
 
-    def _store(self, token: TokenInfo, source: str) -> None:
-        with self.engine.begin() as conn:
-            repository.save_token(conn, self.gateway_id, token, source, self.clock())
+    def _store(self, token: TokenInfo, source: TokenSource) -> None:
+        self.store.save_token(token, source, self.clock())
         self.token = token
 
 
@@ -175,8 +165,7 @@ def _next_attempt(retry_at: datetime) -> str:
 
 
 def fetch_and_store_token(
-    engine: Engine,
-    gateway_id: int,
+    store: AuthStore,
     serial: str,
     settings: GatewaySettings,
     cloud: CloudClient,
@@ -187,11 +176,9 @@ def fetch_and_store_token(
     try:
         token = cloud.fetch_token(username=settings.username, password=settings.password, serial=serial)
     except CloudError as exc:
-        with engine.begin() as conn:
-            exc.retry_at = repository.record_cloud_failure(conn, gateway_id, now, str(exc))
+        exc.retry_at = store.record_cloud_failure(now, str(exc))
         raise
     if token.serial and token.serial != serial:
         raise AuthError(f"the Enphase cloud issued a token for gateway {token.serial}, not {serial}")
-    with engine.begin() as conn:
-        repository.save_token(conn, gateway_id, token, "cloud", now)
+    store.save_token(token, "cloud", now)
     return token

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from envoylog.db.repository import Snapshot
-from envoylog.readings.parse import MAX_SERIAL_CHARS, MeterReading
+from envoylog.readings.model import MeterReading, Snapshot
+from envoylog.readings.parse import MAX_SERIAL_CHARS
 
 MAX_SITE_WATTS = 500_000.0  # a large commercial site; a house peaks at tens of kW
 MAX_SITE_WH = 1e10  # 10 GWh: 500 kW for more than twenty years

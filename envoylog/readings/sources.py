@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
-from envoylog.db.repository import Snapshot
-from envoylog.readings.parse import (
+from envoylog.readings.discovery import Discovery
+from envoylog.readings.model import (
     ApiV1Production,
     BatteryReading,
     CtReading,
@@ -18,82 +17,22 @@ from envoylog.readings.parse import (
     GatewayInfo,
     InverterReading,
     MeterConfig,
+    MeterKind,
     MeterReading,
     ProductionJson,
+    Snapshot,
 )
 
-PRODUCTION_JSON = "/production.json?details=1"
-API_V1_PRODUCTION = "/api/v1/production"
-INVERTERS = "/api/v1/production/inverters"
-METERS = "/ivp/meters"
-METER_READINGS = "/ivp/meters/readings"
-DEVICE_DATA = "/ivp/pdm/device_data"
-ENSEMBLE_INVENTORY = "/ivp/ensemble/inventory"
-ENSEMBLE_POWER = "/ivp/ensemble/power"
-SLOW_ENDPOINTS = (DEVICE_DATA, INVERTERS, ENSEMBLE_INVENTORY, ENSEMBLE_POWER)
-
-# Inverters report every 5 (or 15) minutes: asking more often only loads the gateway. Batteries change slowly.
-SLOW_EVERY = timedelta(minutes=5)
 # From this firmware on, a metered gateway without CTs serves /api/v1/production values that never change.
 API_V1_STALLS_FROM = (8, 2, 4264)
 # From this firmware on, total consumption may be reported equal to net consumption.
 TOTAL_IS_NET_FROM = (8, 3, 5433)
 
 
-def ct_configs(discovery: Mapping[str, Any]) -> list[MeterConfig]:
-    """The CTs discovery recorded."""
-    return [MeterConfig(**m) for m in discovery.get("meters", [])]
-
-
-def api_v1_stalls(info: GatewayInfo, cts: list[MeterConfig]) -> bool:
+def api_v1_stalls(info: GatewayInfo, cts: Sequence[MeterConfig]) -> bool:
     """True where /api/v1/production is known to freeze: metered hardware, no production CT, new firmware."""
     has_production_ct = any(ct.enabled and ct.measurement_type == "production" for ct in cts)
     return info.metered and not has_production_ct and info.firmware_version >= API_V1_STALLS_FROM
-
-
-def discovery_paths(info: GatewayInfo) -> list[str]:
-    """Everything worth looking at on a gateway seen for the first time (or after a firmware change)."""
-    paths = [METERS] if info.metered else []
-    paths += [PRODUCTION_JSON, API_V1_PRODUCTION]
-    if info.metered:
-        paths.append(METER_READINGS)
-    if info.firmware_version >= (7,):
-        paths += [DEVICE_DATA, INVERTERS, ENSEMBLE_INVENTORY, ENSEMBLE_POWER]
-    else:
-        paths.append(INVERTERS)
-    return paths
-
-
-def steady_paths(info: GatewayInfo, discovery: Mapping[str, Any], now: datetime) -> list[str]:
-    """The endpoints that feed stored series: the fast ones every run, at most one due slow one."""
-    skip = set(discovery.get("absent", [])) | set(discovery.get("refused", []))
-    cts = ct_configs(discovery)
-    any_ct = any(ct.enabled for ct in cts)
-    production_ct = any(ct.enabled and ct.measurement_type == "production" for ct in cts)
-    production_from_ct = production_ct or bool(discovery.get("eim_production"))
-    inverters_entry = api_v1_stalls(info, cts) or bool(discovery.get("api_v1_zero"))
-    fast = []
-    if any_ct or discovery.get("eim_production") or discovery.get("eim_consumption") or discovery.get("acb"):
-        fast.append(PRODUCTION_JSON)
-    if any_ct:
-        fast.append(METER_READINGS)
-    if not production_from_ct:
-        if inverters_entry:
-            if PRODUCTION_JSON not in fast:
-                fast.append(PRODUCTION_JSON)
-        else:
-            fast.append(API_V1_PRODUCTION)
-    slow = [DEVICE_DATA] if DEVICE_DATA not in skip else []
-    if DEVICE_DATA in skip or discovery.get("inverters_beyond_device_data"):
-        slow.append(INVERTERS)
-    if discovery.get("batteries"):
-        slow += [ENSEMBLE_INVENTORY, ENSEMBLE_POWER]
-    fast = [p for p in fast if p not in skip]
-    slow = [p for p in slow if p not in skip]
-    polled = discovery.get("polled_at", {})
-    due = [p for p in slow if p not in polled or now - datetime.fromisoformat(polled[p]) >= SLOW_EVERY]
-    due.sort(key=lambda p: polled.get(p, ""))  # the longest-waiting first
-    return fast + due[:1]
 
 
 @dataclass
@@ -110,23 +49,23 @@ class Answers:
     battery_watts: dict[str, float] | None = None
 
 
-def learn(discovery: dict[str, Any], answers: Answers) -> None:
+def learn(discovery: Discovery, answers: Answers) -> None:
     """Record in `discovery` what the answers tell about the gateway's hardware."""
     if answers.meters is not None:
-        discovery["meters"] = [vars(m) for m in answers.meters]
+        discovery.meters = answers.meters
     pj = answers.production_json
     if pj is not None:
-        discovery["eim_production"] = _active(pj.production_eim)
-        discovery["eim_consumption"] = any(e.active_count > 0 for e in pj.consumption_eims)
-        discovery["acb"] = pj.acb is not None
+        discovery.eim_production = _active(pj.production_eim)
+        discovery.eim_consumption = any(e.active_count > 0 for e in pj.consumption_eims)
+        discovery.acb = pj.acb is not None
     if answers.api_v1 is not None:
-        discovery["api_v1_zero"] = answers.api_v1.energy_all_zero
+        discovery.api_v1_zero = answers.api_v1.energy_all_zero
     if answers.inventory is not None:
-        discovery["batteries"] = bool(answers.inventory.batteries)
+        discovery.batteries = bool(answers.inventory.batteries)
     if answers.device_data is not None:
         listed = {i.serial for i in answers.device_data.inverters}
         beyond = answers.inverters is None or any(i.serial not in listed for i in answers.inverters)
-        discovery["inverters_beyond_device_data"] = device_data_cut(answers.device_data) and beyond
+        discovery.inverters_beyond_device_data = device_data_cut(answers.device_data) and beyond
 
 
 def device_data_cut(device_data: DeviceData) -> bool:
@@ -135,7 +74,9 @@ def device_data_cut(device_data: DeviceData) -> bool:
     return count >= (device_data.limit or 50)
 
 
-def build_snapshot(info: GatewayInfo, cts: list[MeterConfig], answers: Answers, now: datetime) -> Snapshot:
+def build_snapshot(
+    info: GatewayInfo, cts: Sequence[MeterConfig], answers: Answers, now: datetime
+) -> Snapshot:
     """Choose each series' source by the rules of SPEC section 4 and turn the answers into readings."""
     enabled = {ct.eid: ct for ct in cts if ct.enabled}
     by_type = {ct.measurement_type: ct for ct in enabled.values()}
@@ -176,7 +117,7 @@ def build_snapshot(info: GatewayInfo, cts: list[MeterConfig], answers: Answers, 
 
 def _production(
     info: GatewayInfo,
-    cts: list[MeterConfig],
+    cts: Sequence[MeterConfig],
     answers: Answers,
     readings: Mapping[int, CtReading],
     by_type: Mapping[str, MeterConfig],
@@ -215,7 +156,7 @@ def _same(total: EimEntry | None, net: EimEntry | None) -> bool:
     return total.wh_lifetime == net.wh_lifetime and total.watts == net.watts
 
 
-def _from_eim(entry: EimEntry | None, kind: str) -> list[MeterReading]:
+def _from_eim(entry: EimEntry | None, kind: MeterKind) -> list[MeterReading]:
     if entry is None or not _active(entry):
         return []
     if kind == "production" and entry.watts == 0 and not entry.wh_lifetime:
@@ -226,7 +167,7 @@ def _from_eim(entry: EimEntry | None, kind: str) -> list[MeterReading]:
     return _with_mean_volts(rows)
 
 
-def _eim_row(entry: EimEntry, kind: str, phase: int) -> MeterReading:
+def _eim_row(entry: EimEntry, kind: MeterKind, phase: int) -> MeterReading:
     return MeterReading(
         kind,
         phase,
@@ -240,7 +181,9 @@ def _eim_row(entry: EimEntry, kind: str, phase: int) -> MeterReading:
     )
 
 
-def _sum_by_phase(kind: str, first: list[MeterReading], second: list[MeterReading]) -> list[MeterReading]:
+def _sum_by_phase(
+    kind: MeterKind, first: list[MeterReading], second: list[MeterReading]
+) -> list[MeterReading]:
     """Per phase, the sum of two channels' power and counters."""
     other = {row.phase: row for row in second}
     summed = []
@@ -265,7 +208,7 @@ def _sum_by_phase(kind: str, first: list[MeterReading], second: list[MeterReadin
 
 
 def _from_ct(
-    readings: Mapping[int, CtReading], ct: MeterConfig | None, kind: str, *, balanced: bool
+    readings: Mapping[int, CtReading], ct: MeterConfig | None, kind: MeterKind, *, balanced: bool
 ) -> list[MeterReading]:
     if ct is None or ct.eid not in readings:
         return []
@@ -299,7 +242,7 @@ def _all_zero(reading: CtReading) -> bool:
     return not any((reading.watts, reading.wh_delivered_lifetime, reading.wh_received_lifetime, reading.amps))
 
 
-def _ct_row(reading: CtReading, kind: str, phase: int, balanced: bool) -> MeterReading:
+def _ct_row(reading: CtReading, kind: MeterKind, phase: int, balanced: bool) -> MeterReading:
     delivered, received = reading.wh_delivered_lifetime, reading.wh_received_lifetime
     if balanced:
         lifetime = delivered - received if delivered is not None and received is not None else None

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from envoylog.errors import ConfigError
-from envoylog.reports.days import DAILY_COLUMNS
 from envoylog.render.text import printable
+from envoylog.reports.days import DAILY_COLUMNS
 from envoylog.times import parse_day
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")

@@ -47,10 +47,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
-from envoylog.db import repository
+from envoylog.db import gateways
 from envoylog.db.engine import describe_db_error
 from envoylog.db.migrate import open_database, require_database
 from envoylog.db.models import InverterSample, MeterSample, Run, Series
+from envoylog.db.sql import table_of
 from envoylog.db.types import UtcDateTime
 from envoylog.errors import ConfigError, DatabaseError
 
@@ -127,7 +128,7 @@ def inverter_report(
 def power_curve(db: Engine | str, day: date, *, timezone: str, gateway: str | None = None) -> pd.DataFrame:
     """The stored power readings (all phases) of one local day, aligned on time; a value holds 15 minutes."""
     (the_day,) = _local_days(day, day, timezone)
-    meters = _table(MeterSample)
+    meters = table_of(MeterSample)
     frames = []
     with _connection(db) as conn:
         for gateway_id, serial in _gateways(conn, gateway):
@@ -151,7 +152,7 @@ def power_curve(db: Engine | str, day: date, *, timezone: str, gateway: str | No
 def gateway_names(db: Engine | str) -> dict[str, str]:
     """Each stored gateway's configured name, by serial (report headers and plot titles show both)."""
     with _connection(db) as conn:
-        return {str(row.serial): str(row.name) for row in repository.list_gateways(conn)}
+        return {str(row.serial): str(row.name) for row in gateways.list_gateways(conn)}
 
 
 def report_document(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: str) -> dict[str, Any]:
@@ -249,7 +250,7 @@ def _connection(db: Engine | str) -> Iterator[Connection]:
 
 
 def _gateways(conn: Connection, gateway: str | None) -> list[tuple[int, str]]:
-    return [(row.id, row.serial) for row in repository.lookup_gateways(conn, gateway)]
+    return [(row.id, row.serial) for row in gateways.lookup_gateways(conn, gateway)]
 
 
 def _site_series(conn: Connection, gateway_id: int) -> dict[str, int]:
@@ -261,10 +262,6 @@ def _site_series(conn: Connection, gateway_id: int) -> dict[str, int]:
         Series.kind.in_(("production", "consumption", "net_consumption")),
     )
     return {kind: sid for kind, sid in conn.execute(query)}
-
-
-def _table(model: Any) -> Table:
-    return cast(Table, model.__table__)
 
 
 # --- SQL that differs between SQLite and PostgreSQL ---
@@ -319,12 +316,12 @@ class _Readings:
 
 
 _METER_ROWS = _Readings(
-    _table(MeterSample),
+    table_of(MeterSample),
     "read_at",
     ("watts", "wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime"),
     True,
 )
-_INVERTER_ROWS = _Readings(_table(InverterSample), "reported_at", ("watts", "joules_lifetime"), False)
+_INVERTER_ROWS = _Readings(table_of(InverterSample), "reported_at", ("watts", "joules_lifetime"), False)
 
 
 @dataclass(frozen=True)
@@ -750,7 +747,7 @@ def _notes(found: Mapping[str, _Energy], coverage: _Coverage) -> list[str]:
 
 def _peaks(conn: Connection, series_id: int, days: list[_Day]) -> dict[int, tuple[float, datetime]]:
     """Per day, the highest production watts stored and when (the first time, on a tie)."""
-    meters = _table(MeterSample)
+    meters = table_of(MeterSample)
     bounds = _rows_param(
         conn, "d", {"i": [d.index for d in days]}, {"s": [d.start for d in days], "e": [d.end for d in days]}
     )
@@ -811,7 +808,7 @@ class _Coverage:
 
 def _coverage(conn: Connection, gateway_id: int, days: list[_Day]) -> list[_Coverage]:
     """Coverage per day: a count of 5-minute buckets holding a run, and the exact sum where one is empty."""
-    runs = _table(Run)
+    runs = table_of(Run)
     bucket_s = timedelta(seconds=BUCKET_S)
     bounds = _rows_param(
         conn,
@@ -864,7 +861,7 @@ def _buckets(day: _Day) -> int:
 
 def _exact_coverage(conn: Connection, gateway_id: int, days: list[_Day], result: list[_Coverage]) -> None:
     """The covered share of days with an empty bucket, from the chains of runs less than 10 minutes apart."""
-    runs = _table(Run)
+    runs = table_of(Run)
     spans: list[tuple[datetime, datetime]] = []
     for day in days:
         if spans and spans[-1][1] == day.start:

@@ -20,8 +20,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.db import repository
 from envoylog.db.engine import describe_db_error
+from envoylog.db.gateways import lookup_gateways
 from envoylog.db.models import BatterySample, InverterSample, MeterSample, Series
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.render.text import spreadsheet_cell
@@ -234,7 +234,7 @@ def _chunks(
 
 def _series(conn: Any, spec: _Table, gateway: str | None) -> list[tuple[int, tuple[Any, ...]]]:
     """The series to export, each with the values of its series columns."""
-    gateways = {row.id: row.serial for row in repository.lookup_gateways(conn, gateway)}
+    gateways = {row.id: row.serial for row in lookup_gateways(conn, gateway)}
     query = (
         select(Series.id, Series.gateway_id, Series.kind, Series.phase, Series.device)
         .where(Series.kind.in_(spec.kinds), Series.gateway_id.in_(list(gateways)))

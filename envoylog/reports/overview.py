@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, text
 from sqlalchemy.engine import Connection
 
-from envoylog.db import repository
+from envoylog.db import credentials, runs, samples
+from envoylog.db.gateways import list_gateways, load_events, load_firmware_change
 from envoylog.db.models import Run
-from envoylog.db.repository import LatestRow
+from envoylog.db.samples import LatestRow
 
 SITE_KINDS = ("production", "consumption", "net_consumption")
 
@@ -27,9 +28,9 @@ def latest_document(engine: Engine) -> dict[str, Any]:
     """The latest stored readings of every gateway (`envoylog latest --format json`)."""
     gateways = []
     with engine.connect() as conn:
-        for gateway in repository.list_gateways(conn):
-            rows = repository.load_latest(conn, gateway.id)
-            success = repository.last_runs(conn, gateway.id)["success"]
+        for gateway in list_gateways(conn):
+            rows = samples.load_latest(conn, gateway.id)
+            success = runs.last_runs(conn, gateway.id)["success"]
             document: dict[str, Any] = {
                 "serial": gateway.serial,
                 "name": gateway.name,
@@ -130,7 +131,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
     """Per gateway: firmware, last success, last error, token expiry, rows; and the database size."""
     gateways = []
     with engine.connect() as conn:
-        stored = repository.list_gateways(conn)
+        stored = list_gateways(conn)
         # A run that never reached its gateway knows only the configured name: it belongs to the gateway
         # last seen under that name, or, for a gateway never reached at all, to an entry of its own.
         newest_by_name: dict[str, Any] = {}
@@ -140,7 +141,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
                 newest_by_name[gateway.name] = gateway
         for gateway in stored:
             unattributed = gateway.name if newest_by_name[gateway.name] is gateway else None
-            token = repository.load_token(conn, gateway.id)
+            token = credentials.load_token(conn, gateway.id)
             gateways.append(
                 {
                     "serial": gateway.serial,
@@ -150,7 +151,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
                     **_run_fields(conn, gateway.id, unattributed),
                     "token_expires_at": iso(token.expires_at) if token and token.secret else None,
                     "token_days_left": _days_left(token.expires_at, now) if token and token.secret else None,
-                    "rows": repository.count_rows(conn, gateway.id),
+                    "rows": samples.count_rows(conn, gateway.id),
                     "last_event": _last_event(conn, gateway.id),
                 }
             )
@@ -200,14 +201,14 @@ def _run_fields(conn: Connection, gateway_id: int | None, unattributed: str | No
 
 
 def _firmware_change(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
-    change = repository.load_firmware_change(conn, gateway_id)
+    change = load_firmware_change(conn, gateway_id)
     if change is None:
         return None
     return {"at": iso(change.at), "from": change.previous, "to": change.current}
 
 
 def _last_event(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
-    events = repository.load_events(conn, gateway_id, limit=1)
+    events = load_events(conn, gateway_id, limit=1)
     if not events:
         return None
     return {"at": iso(events[0].at), "kind": events[0].kind, "detail": events[0].detail}
@@ -298,9 +299,9 @@ def auth_document(engine: Engine, now: datetime) -> dict[str, Any]:
     """Token and session per gateway (`envoylog auth status --format json`); never the secrets themselves."""
     gateways = []
     with engine.connect() as conn:
-        for gateway in repository.list_gateways(conn):
-            token = repository.load_token(conn, gateway.id)
-            session = repository.load_session(conn, gateway.id)
+        for gateway in list_gateways(conn):
+            token = credentials.load_token(conn, gateway.id)
+            session = credentials.load_session(conn, gateway.id)
             has_token = token is not None and token.secret is not None
             gateways.append(
                 {

@@ -1,0 +1,65 @@
+"""The database behind a gateway's token and session: the store the gateway layer's auth asks for."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+
+from envoylog.db import credentials
+from envoylog.gateway.store import SavedSession, SavedToken, TokenSource
+from envoylog.gateway.tokens import TokenInfo
+
+
+class DatabaseAuthStore:
+    """A gateway's auth rows; every write in a transaction of its own (see gateway.store.AuthStore)."""
+
+    def __init__(self, engine: Engine, gateway_id: int) -> None:
+        self.engine = engine
+        self.gateway_id = gateway_id
+
+    def load_token(self) -> SavedToken | None:
+        """The stored token and the cloud back-off."""
+        with self.engine.connect() as conn:
+            stored = credentials.load_token(conn, self.gateway_id)
+        if stored is None:
+            return None
+        return SavedToken(stored.secret, stored.cloud_retry_at, stored.cloud_error)
+
+    def load_session(self) -> SavedSession | None:
+        """The stored session cookie."""
+        with self.engine.connect() as conn:
+            stored = credentials.load_session(conn, self.gateway_id)
+        return SavedSession(stored.secret, stored.last_used_at) if stored is not None else None
+
+    def save_token(self, token: TokenInfo, source: TokenSource, now: datetime) -> None:
+        """Store a token in place of any other and clear the cloud back-off."""
+        with self.engine.begin() as conn:
+            store_token(conn, self.gateway_id, token, source, now)
+
+    def save_session(self, session_id: str, now: datetime) -> None:
+        """Store a new session, used just now."""
+        with self.engine.begin() as conn:
+            credentials.save_session(conn, self.gateway_id, session_id, now)
+
+    def record_cloud_failure(self, now: datetime, error: str) -> datetime:
+        """Count a failed cloud attempt; return when the next may be made."""
+        with self.engine.begin() as conn:
+            return credentials.record_cloud_failure(conn, self.gateway_id, now, error)
+
+
+def store_token(
+    conn: Connection, gateway_id: int, token: TokenInfo, source: TokenSource, now: datetime
+) -> None:
+    """Store a token's secret and the claims envoylog acts on, in place of any other."""
+    credentials.save_token(
+        conn,
+        gateway_id,
+        secret=token.token,
+        source=source,
+        enphase_user=token.enphase_user,
+        issued_at=token.issued_at,
+        expires_at=token.expires_at,
+        now=now,
+    )

@@ -1,0 +1,151 @@
+"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection, Row
+
+from envoylog.db.models import (
+    AuthRecord,
+)
+from envoylog.db.sql import dialect_insert, table_of
+
+CLOUD_BACKOFF_FIRST = timedelta(hours=1)
+
+
+CLOUD_BACKOFF_MAX = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """The token row of a gateway (its secret may be absent when only a cloud back-off is recorded)."""
+
+    secret: str | None
+    source: str | None
+    enphase_user: str | None
+    issued_at: datetime | None
+    expires_at: datetime | None
+    cloud_failures: int
+    cloud_retry_at: datetime | None
+    cloud_error: str | None  # why the last cloud attempt failed (no secrets in it)
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A gateway session cookie and when it was last used."""
+
+    secret: str
+    last_used_at: datetime | None
+
+
+def load_token(conn: Connection, gateway_id: int) -> StoredToken | None:
+    """The stored token row of a gateway."""
+    row = _auth_row(conn, gateway_id, "token")
+    if row is None:
+        return None
+    return StoredToken(
+        row.secret,
+        row.source,
+        row.enphase_user,
+        row.issued_at,
+        row.expires_at,
+        row.cloud_failures,
+        row.cloud_retry_at,
+        row.cloud_error,
+    )
+
+
+def load_session(conn: Connection, gateway_id: int) -> StoredSession | None:
+    """The stored session cookie of a gateway."""
+    row = _auth_row(conn, gateway_id, "session")
+    if row is None or not row.secret:
+        return None
+    return StoredSession(row.secret, row.last_used_at)
+
+
+def save_token(
+    conn: Connection,
+    gateway_id: int,
+    *,
+    secret: str,
+    source: str,
+    enphase_user: str,
+    issued_at: datetime | None,
+    expires_at: datetime,
+    now: datetime,
+) -> None:
+    """Store a token (replacing any other) and clear the cloud back-off."""
+    _upsert_auth(
+        conn,
+        gateway_id,
+        "token",
+        secret=secret,
+        source=source,
+        enphase_user=enphase_user,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        last_used_at=None,
+        updated_at=now,
+        cloud_failures=0,
+        cloud_retry_at=None,
+        cloud_error=None,
+    )
+
+
+def record_cloud_failure(conn: Connection, gateway_id: int, now: datetime, error: str) -> datetime:
+    """Count a failed cloud attempt and its reason; return when the next may be made (1 h, doubling to 12 h).
+
+    `error` is shown again by later runs and `auth status`: one line that holds no password, token or session.
+    """
+    stored = load_token(conn, gateway_id)
+    failures = (stored.cloud_failures if stored else 0) + 1
+    wait = min(CLOUD_BACKOFF_FIRST * (1 << min(failures - 1, 8)), CLOUD_BACKOFF_MAX)
+    retry_at = now + wait
+    values = {"cloud_failures": failures, "cloud_retry_at": retry_at, "cloud_error": error, "updated_at": now}
+    if stored is None:
+        _upsert_auth(conn, gateway_id, "token", **values)
+    else:
+        conn.execute(
+            update(AuthRecord)
+            .where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == "token")
+            .values(**values)
+        )
+    return retry_at
+
+
+def save_session(conn: Connection, gateway_id: int, session_id: str, now: datetime) -> None:
+    """Store a new session cookie, used just now."""
+    _upsert_auth(conn, gateway_id, "session", secret=session_id, last_used_at=now, updated_at=now)
+
+
+def touch_session(conn: Connection, gateway_id: int, now: datetime) -> None:
+    """Record that the stored session was used successfully at `now`."""
+    conn.execute(
+        update(AuthRecord)
+        .where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == "session")
+        .values(last_used_at=now, updated_at=now)
+    )
+
+
+def delete_auth(conn: Connection, gateway_id: int, kinds: Iterable[str] = ("token", "session")) -> int:
+    """Forget a gateway's token and/or session; return how many were deleted."""
+    result = conn.execute(
+        delete(AuthRecord).where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind.in_(list(kinds)))
+    )
+    return int(result.rowcount or 0)
+
+
+def _auth_row(conn: Connection, gateway_id: int, kind: str) -> Row[Any] | None:
+    query = select(AuthRecord).where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == kind)
+    return conn.execute(query).one_or_none()
+
+
+def _upsert_auth(conn: Connection, gateway_id: int, kind: str, **values: Any) -> None:
+    table = table_of(AuthRecord)
+    insert = dialect_insert(conn)(table).values(gateway_id=gateway_id, kind=kind, **values)
+    conn.execute(insert.on_conflict_do_update(index_elements=["gateway_id", "kind"], set_=values))

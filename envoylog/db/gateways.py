@@ -1,0 +1,187 @@
+"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Row
+
+from envoylog.db.models import Event, Gateway
+from envoylog.db.sql import insert_ignore, table_of
+from envoylog.errors import ConfigError
+from envoylog.readings.discovery import Discovery
+from envoylog.readings.model import GatewayInfo
+
+
+@dataclass(frozen=True)
+class GatewayRecord:
+    """A stored gateway and what discovery knows of it."""
+
+    id: int
+    serial: str
+    name: str
+    firmware: str | None
+    discovery: Discovery
+    previous_firmware: str | None = None  # set when the firmware differs from the one stored before
+
+
+def save_gateway(conn: Connection, info: GatewayInfo, name: str, now: datetime) -> GatewayRecord:
+    """Insert or update the gateway `info` describes; tell whether its firmware changed."""
+    row = conn.execute(select(Gateway).where(Gateway.serial == info.serial)).one_or_none()
+    if row is None:
+        insert_ignore(
+            conn,
+            table_of(Gateway),
+            [
+                {
+                    "serial": info.serial,
+                    "name": name,
+                    "firmware": info.firmware,
+                    "part_number": info.part_number,
+                    "metered": info.metered,
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                }
+            ],
+            ["serial"],
+        )
+        row = conn.execute(select(Gateway).where(Gateway.serial == info.serial)).one()
+        return GatewayRecord(row.id, row.serial, row.name, row.firmware, Discovery())
+    previous = row.firmware if row.firmware is not None and row.firmware != info.firmware else None
+    conn.execute(
+        update(Gateway)
+        .where(Gateway.id == row.id)
+        .values(
+            name=name,
+            firmware=info.firmware,
+            part_number=info.part_number,
+            metered=info.metered,
+            last_seen_at=now,
+        )
+    )
+    discovery = Discovery.from_json(json.loads(row.discovery)) if row.discovery else Discovery()
+    return GatewayRecord(row.id, row.serial, name, info.firmware, discovery, previous_firmware=previous)
+
+
+def save_seen(conn: Connection, gateway_id: int, first_at: datetime, last_at: datetime) -> None:
+    """Widen the time the gateway was seen to include [first_at, last_at] (for history filled later)."""
+    row = conn.execute(
+        select(Gateway.first_seen_at, Gateway.last_seen_at).where(Gateway.id == gateway_id)
+    ).one()
+    conn.execute(
+        update(Gateway)
+        .where(Gateway.id == gateway_id)
+        .values(first_seen_at=min(row.first_seen_at, first_at), last_seen_at=max(row.last_seen_at, last_at))
+    )
+
+
+def ensure_gateway(conn: Connection, serial: str, name: str, now: datetime) -> int:
+    """The id of the gateway `serial`, added without details when it is new (for `auth set-token`)."""
+    insert_ignore(
+        conn,
+        table_of(Gateway),
+        [{"serial": serial, "name": name, "first_seen_at": now, "last_seen_at": now}],
+        ["serial"],
+    )
+    return int(conn.execute(select(Gateway.id).where(Gateway.serial == serial)).scalar_one())
+
+
+def matching_gateways(conn: Connection, *, serial: str | None, name: str | None) -> list[Row[Any]]:
+    """The stored gateways a serial or a configured name stands for, by serial.
+
+    The serial wins: the gateway with it, else every gateway stored under the name (a gateway replaced by
+    another keeps its name). The one lookup behind the commands' `--gateway` and the collector alike.
+    """
+    query = select(Gateway).order_by(Gateway.serial)
+    found = list(conn.execute(query.where(Gateway.serial == serial))) if serial else []
+    if not found and name:
+        found = list(conn.execute(query.where(Gateway.name == name)))
+    return found
+
+
+def lookup_gateways(conn: Connection, name_or_serial: str | None) -> list[Row[Any]]:
+    """Every stored gateway; or those a word given by the user stands for (see matching_gateways)."""
+    if name_or_serial is None:
+        return list(conn.execute(select(Gateway).order_by(Gateway.serial)))
+    found = matching_gateways(conn, serial=name_or_serial, name=name_or_serial)
+    if not found:
+        raise ConfigError(
+            f"no gateway {name_or_serial!r} in the database: give its serial or its configured name"
+        )
+    return found
+
+
+def configured_gateway(conn: Connection, *, name: str | None, serial: str | None = None) -> Row[Any] | None:
+    """The stored gateway a configured one is: by its serial if set and known, else the last seen by name."""
+    found = matching_gateways(conn, serial=serial, name=name)
+    return max(found, key=lambda row: (row.last_seen_at, row.id)) if found else None
+
+
+def list_gateways(conn: Connection) -> list[Row[Any]]:
+    """Every stored gateway, by name then serial."""
+    return list(conn.execute(select(Gateway).order_by(Gateway.name, Gateway.serial)))
+
+
+def save_discovery(conn: Connection, gateway_id: int, discovery: Discovery) -> None:
+    """Store what discovery found (as JSON)."""
+    conn.execute(
+        update(Gateway)
+        .where(Gateway.id == gateway_id)
+        .values(discovery=json.dumps(discovery.to_json(), sort_keys=True))
+    )
+
+
+def find_gateway_by_id(conn: Connection, gateway_id: int) -> Row[Any]:
+    """The stored gateway with this id."""
+    return conn.execute(select(Gateway).where(Gateway.id == gateway_id)).one()
+
+
+def record_event(conn: Connection, gateway_id: int, kind: str, detail: str, now: datetime) -> None:
+    """Record a change of the gateway (a firmware update, what discovery found)."""
+    conn.execute(table_of(Event).insert().values(gateway_id=gateway_id, at=now, kind=kind, detail=detail))
+
+
+@dataclass(frozen=True)
+class FirmwareChange:
+    """A firmware update, at the run that first saw the new version."""
+
+    at: datetime
+    previous: str
+    current: str
+
+
+def record_firmware_change(
+    conn: Connection, gateway_id: int, previous: str, current: str, now: datetime
+) -> None:
+    """Record that the gateway's firmware is `current` now, `previous` before."""
+    record_event(conn, gateway_id, "firmware_changed", f"{previous} -> {current}", now)
+
+
+def load_firmware_change(conn: Connection, gateway_id: int) -> FirmwareChange | None:
+    """The gateway's latest firmware change, if it ever had one."""
+    query = (
+        select(Event)
+        .where(Event.gateway_id == gateway_id, Event.kind == "firmware_changed")
+        .order_by(Event.at.desc(), Event.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        return None
+    previous, _, current = row.detail.partition(" -> ")
+    return FirmwareChange(row.at, previous, current)
+
+
+def load_events(conn: Connection, gateway_id: int, limit: int = 20) -> list[Row[Any]]:
+    """The gateway's newest events, newest first."""
+    query = (
+        select(Event)
+        .where(Event.gateway_id == gateway_id)
+        .order_by(Event.at.desc(), Event.id.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(query))

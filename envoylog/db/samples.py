@@ -1,0 +1,242 @@
+"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, func, select
+from sqlalchemy.engine import Connection
+
+from envoylog.db.models import (
+    BatterySample,
+    InverterSample,
+    MeterSample,
+    Series,
+)
+from envoylog.db.sql import insert_ignore, table_of
+from envoylog.readings.model import InverterReading, MeterReading, Snapshot
+
+# --- gateways ---
+
+
+# --- auth ---
+
+
+# --- readings ---
+
+_METER_VALUES = tuple(f.name for f in fields(MeterReading) if f.name not in ("kind", "phase", "read_at"))
+_INVERTER_VALUES = tuple(f.name for f in fields(InverterReading) if f.name not in ("serial", "reported_at"))
+_BATTERY_VALUES = ("soc_percent", "watts", "wh_available")
+
+
+# A reading is never stored later than this after the run's time: a clock ahead (the gateway's, or the
+# collector's before NTP synced) must not leave rows in the future, where they would hide the next readings.
+FUTURE_TOLERANCE = timedelta(minutes=2)
+
+
+@dataclass
+class Saved:
+    """What save_snapshot did: rows added per kind; readings moved back to the run's time; future rows."""
+
+    added: dict[str, int]
+    clamped: int = 0  # readings dated ahead of the run, stored at the run's time instead
+    removed: int = 0  # rows an earlier clock put in the future, taken out so that the series goes on
+
+    def notes(self) -> list[str]:
+        """The run log's words for what went wrong with the clocks."""
+        notes = []
+        if self.clamped:
+            notes.append(f"{self.clamped} readings dated ahead of this run: stored at the run's time")
+        if self.removed:
+            notes.append(
+                f"{self.removed} stored readings were dated in the future (a clock that ran ahead): removed"
+            )
+        return notes
+
+
+def save_snapshot(
+    conn: Connection, gateway_id: int, snapshot: Snapshot, now: datetime | None = None
+) -> Saved:
+    """Append the readings that differ from the latest stored row of their series.
+
+    With `now` (the run's time), no reading is stored more than FUTURE_TOLERANCE ahead of it, and rows that a
+    clock running ahead left in the future of these series are removed first: otherwise no reading would be
+    newer than them for hours, and nothing would be stored.
+    """
+    result = Saved({})
+    if now is not None:
+        snapshot, result.clamped = _not_ahead(snapshot, now + FUTURE_TOLERANCE, now)
+    meters: dict[tuple[str, int, str], Any] = {(m.kind, m.phase, ""): m for m in snapshot.meters}
+    inverters = {("inverter", 0, i.serial): i for i in snapshot.inverters}
+    batteries = {("battery", 0, b.serial or "acb"): b for b in snapshot.batteries}
+    series_ids = find_series_ids(conn, gateway_id, [*meters, *inverters, *batteries])
+    kind_of = {sid: key[0] for key, sid in series_ids.items()}
+    plans: list[tuple[Any, dict[tuple[str, int, str], Any], str, Sequence[str]]] = [
+        (MeterSample, meters, "read_at", _METER_VALUES),
+        (InverterSample, inverters, "reported_at", _INVERTER_VALUES),
+        (BatterySample, batteries, "read_at", _BATTERY_VALUES),
+    ]
+    added = result.added
+    for model, readings, time_name, value_names in plans:
+        table = table_of(model)
+        ids = [series_ids[k] for k in readings]
+        latest = _latest_values(conn, table, time_name, ids, value_names)
+        if now is not None and any(at > now + FUTURE_TOLERANCE for at, _ in latest.values()):
+            gone = conn.execute(
+                delete(table).where(table.c.series_id.in_(ids), table.c[time_name] > now + FUTURE_TOLERANCE)
+            )
+            result.removed += int(gone.rowcount or 0)
+            latest = _latest_values(conn, table, time_name, ids, value_names)
+        rows = []
+        for key, reading in readings.items():
+            sid = series_ids[key]
+            at = getattr(reading, time_name)
+            values = {name: getattr(reading, name) for name in value_names}
+            if is_new(latest.get(sid), at, values):
+                rows.append({"series_id": sid, time_name: at, **values})
+        for sid in insert_ignore(conn, table, rows, ["series_id", time_name]):
+            added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
+    return result
+
+
+def _not_ahead(snapshot: Snapshot, limit: datetime, now: datetime) -> tuple[Snapshot, int]:
+    """The snapshot with every reading dated after `limit` moved to `now`; how many were moved."""
+    moved = 0
+
+    def fix(reading: Any, name: str) -> Any:
+        nonlocal moved
+        if getattr(reading, name) <= limit:
+            return reading
+        moved += 1
+        return replace(reading, **{name: now})
+
+    fixed = Snapshot(
+        meters=[fix(r, "read_at") for r in snapshot.meters],
+        inverters=[fix(r, "reported_at") for r in snapshot.inverters],
+        batteries=[fix(r, "read_at") for r in snapshot.batteries],
+    )
+    return fixed, moved
+
+
+def is_new(latest: tuple[datetime, dict[str, Any]] | None, at: datetime, values: dict[str, Any]) -> bool:
+    """The change-detection rule: a reading is stored when it is later than the newest row and differs."""
+    if latest is None:
+        return True
+    latest_at, latest_values = latest
+    return at > latest_at and values != latest_values
+
+
+def find_series_ids(
+    conn: Connection, gateway_id: int, keys: list[tuple[str, int, str]]
+) -> dict[tuple[str, int, str], int]:
+    """The ids of a gateway's series by (kind, phase, device), adding those that are new."""
+    if not keys:
+        return {}
+    table = table_of(Series)
+    rows = [{"gateway_id": gateway_id, "kind": k, "phase": p, "device": d} for k, p, d in keys]
+    insert_ignore(conn, table, rows, ["gateway_id", "kind", "phase", "device"])
+    found = conn.execute(
+        select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+    )
+    return {(kind, phase, device): sid for sid, kind, phase, device in found}
+
+
+def _latest_values(
+    conn: Connection,
+    table: Table,
+    time_column: str,
+    series_ids: list[int],
+    names: Sequence[str],
+    before: datetime | None = None,
+) -> dict[int, tuple[datetime, dict[str, Any]]]:
+    """The newest row of each series, or its newest before `before` (one index lookup per series)."""
+    if not series_ids:
+        return {}
+    inner = table.alias("newest")
+    condition = inner.c.series_id == table.c.series_id
+    if before is not None:
+        condition = and_(condition, inner.c[time_column] < before)
+    newest = select(func.max(inner.c[time_column])).where(condition).scalar_subquery()
+    query = select(table).where(and_(table.c.series_id.in_(series_ids), table.c[time_column] == newest))
+    result = {}
+    for row in conn.execute(query).mappings():
+        result[row["series_id"]] = (row[time_column], {name: row[name] for name in names})
+    return result
+
+
+@dataclass(frozen=True)
+class ReadingTable:
+    """A readings table: its time column and the value columns that change detection compares."""
+
+    table: Table
+    time_column: str
+    value_columns: tuple[str, ...]
+
+
+READING_TABLES = {
+    "meter": ReadingTable(table_of(MeterSample), "read_at", _METER_VALUES),
+    "inverter": ReadingTable(table_of(InverterSample), "reported_at", _INVERTER_VALUES),
+    "battery": ReadingTable(table_of(BatterySample), "read_at", _BATTERY_VALUES),
+}
+
+
+def load_latest_readings(
+    conn: Connection, table: ReadingTable, series_ids: list[int], before: datetime | None = None
+) -> dict[int, tuple[datetime, dict[str, Any]]]:
+    """The newest stored row of each series (before `before`): its time and the values it compares."""
+    return _latest_values(conn, table.table, table.time_column, series_ids, table.value_columns, before)
+
+
+# --- runs ---
+
+
+# --- what is stored ---
+
+
+@dataclass(frozen=True)
+class LatestRow:
+    """The newest stored reading of one series."""
+
+    kind: str
+    phase: int
+    device: str
+    at: datetime
+    values: dict[str, Any]
+
+
+def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
+    """The newest row of every series of a gateway."""
+    series = {
+        sid: (kind, phase, device)
+        for sid, kind, phase, device in conn.execute(
+            select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+        )
+    }
+    rows: list[LatestRow] = []
+    for model, time_name, names in (
+        (MeterSample, "read_at", _METER_VALUES),
+        (InverterSample, "reported_at", _INVERTER_VALUES),
+        (BatterySample, "read_at", _BATTERY_VALUES),
+    ):
+        table = table_of(model)
+        for sid, (at, values) in _latest_values(conn, table, time_name, list(series), names).items():
+            kind, phase, device = series[sid]
+            rows.append(LatestRow(kind, phase, device, at, values))
+    return rows
+
+
+def count_rows(conn: Connection, gateway_id: int) -> dict[str, int]:
+    """Stored reading rows of a gateway, per table."""
+    counts = {}
+    for name, model in (("meter", MeterSample), ("inverter", InverterSample), ("battery", BatterySample)):
+        table = table_of(model)
+        query = (
+            select(func.count())
+            .select_from(table.join(table_of(Series), table.c.series_id == Series.id))
+            .where(Series.gateway_id == gateway_id)
+        )
+        counts[name] = int(conn.execute(query).scalar_one())
+    return counts
