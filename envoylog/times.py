@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import calendar
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from envoylog.errors import ConfigError
 
 DAY_WORDS = {"today": 0, "yesterday": 1}
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
 def iso_z(moment: datetime | None) -> str | None:
@@ -55,3 +58,46 @@ def parse_day(value: str, option: str, today: date) -> date:
         raise ConfigError(
             f"bad {option} {value!r}: expected a date like 2026-06-21, today or yesterday"
         ) from None
+
+
+def parse_period(
+    *,
+    today: date,
+    day: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    month: str | None = None,
+) -> tuple[date, date]:
+    """The first and last local day asked for with --day, --from/--to or --month; yesterday by default."""
+    given = [
+        name for name, value in (("--day", day), ("--from/--to", start or end), ("--month", month)) if value
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"give one of --day, --from/--to or --month, not {' and '.join(given)}")
+    if day:
+        single = parse_day(day, "--day", today)
+        return single, single
+    if start or end:
+        if not (start and end):
+            raise ConfigError(
+                "--from and --to go together: give both, e.g. --from 2026-06-01 --to 2026-06-30"
+            )
+        first, last = parse_day(start, "--from", today), parse_day(end, "--to", today)
+        if last < first:
+            raise ConfigError(f"--to {last} is before --from {first}")
+        return first, last
+    if month:
+        return _month(month, today)
+    yesterday = today - timedelta(days=1)
+    return yesterday, yesterday
+
+
+def _month(value: str, today: date) -> tuple[date, date]:
+    match = _MONTH.match(value.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise ConfigError(f"bad --month {value!r}: expected YYYY-MM, e.g. 2026-06")
+    year, number = int(match.group(1)), int(match.group(2))
+    first = date(year, number, 1)
+    last = date(year, number, calendar.monthrange(year, number)[1])
+    # The month under way ends today: the days still to come have nothing to report yet.
+    return first, min(last, today) if first <= today else last

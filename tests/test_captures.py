@@ -25,7 +25,7 @@ from requests.auth import HTTPDigestAuth
 from sqlalchemy import create_engine
 
 from envoylog.errors import GatewayError
-from envoylog.reports.overview import latest_document
+from envoylog.reports.status import latest_document
 from envoylog.simulator import Quirks, Simulator
 from envoylog.simulator.captured import CapturedModel
 

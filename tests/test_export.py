@@ -20,7 +20,8 @@ from typer.testing import CliRunner, Result
 from envoylog.cli import app
 from envoylog.db.migrate import open_database
 from envoylog.demo.filler import fill_history
-from envoylog.reports import export
+from envoylog.render import export
+from envoylog.reports.export import TABLES, _chunks, _series
 
 runner = CliRunner()
 DAY = "2025-06-21"
@@ -204,10 +205,10 @@ def test_rows_come_in_chunks_and_the_output_is_the_same(filled: str) -> None:
             engine, date(2025, 6, 21), date(2025, 6, 21), timezone="Europe/Amsterdam", stdout=whole
         )
         chunked = io.StringIO()
-        meters = export.TABLES["meters"]
+        meters = TABLES["meters"]
         with engine.connect() as conn:
-            series = export._series(conn, meters, "122238082763")
-            batches = list(export._chunks(conn, meters, series, DAY_START, DAY_END, 97))
+            series = _series(conn, meters, "122238082763")
+            batches = list(_chunks(conn, meters, series, DAY_START, DAY_END, 97))
         export.export_readings(
             engine,
             date(2025, 6, 21),

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from envoylog.cli import app
 from envoylog.errors import GatewayError
-from envoylog.reports.overview import latest_document
+from envoylog.reports.status import latest_document
 from envoylog.simulator import EndpointFault, Quirks, Simulator
 from envoylog.simulator.payloads import CT_EIDS, NET_CONSUMPTION, PRODUCTION
 

@@ -25,11 +25,12 @@ from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import gateways, samples
 from envoylog.db.migrate import open_database
-from envoylog.db.runs import finish_run, start_run
 from envoylog.db.models import Gateway, InverterSample, MeterSample, Run, Series
+from envoylog.db.runs import finish_run, start_run
 from envoylog.errors import ConfigError
 from envoylog.readings import model
 from envoylog.readings.model import GatewayInfo, InverterReading, MeterReading
+from envoylog.render.report import report_document
 from envoylog.reports import (
     CURVE_COLUMNS,
     DAILY_COLUMNS,
@@ -37,9 +38,8 @@ from envoylog.reports import (
     daily_report,
     inverter_report,
     power_curve,
-    report_document,
 )
-from envoylog.reports.days import WRAP_TOLERANCE, WRAP_WH
+from envoylog.reports.counters import WRAP_TOLERANCE, WRAP_WH
 from envoylog.simulator import Simulator
 from envoylog.simulator.model import GatewayModel
 

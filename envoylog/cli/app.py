@@ -145,7 +145,8 @@ def collect(
 @global_options
 def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """The latest stored readings of every gateway."""
-    from envoylog.reports.overview import format_latest, latest_document
+    from envoylog.render.status import format_latest
+    from envoylog.reports.status import latest_document
 
     _show(ctx, format, latest_document, format_latest)
 
@@ -154,7 +155,8 @@ def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
 @global_options
 def status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """Per gateway: firmware, last success, last error, token expiry, rows stored; database size."""
-    from envoylog.reports.overview import format_status, status_document
+    from envoylog.render.status import format_status
+    from envoylog.reports.status import status_document
 
     _show(ctx, format, lambda engine: status_document(engine, _now()), format_status)
 
@@ -250,14 +252,13 @@ def report(
     """Daily yield per local day: production, consumption, grid import and export, peak, coverage."""
 
     def action(options: Options) -> None:
+        from envoylog import reports
         from envoylog.render import plots
         from envoylog.render import report as report_output
-        from envoylog.reports import days as reports
+        from envoylog.times import parse_period
 
         zone = options.settings().timezone
-        first, last = report_output.report_period(
-            day=day, start=start, end=end, month=month, today=_today(zone)
-        )
+        first, last = parse_period(day=day, start=start, end=end, month=month, today=_today(zone))
         if plot is not None:
             plots.require_matplotlib(plot)
         with _database(options) as engine:
@@ -284,7 +285,8 @@ def report(
 @global_options
 def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
     """Token and session of every gateway (never the secrets themselves)."""
-    from envoylog.reports.overview import auth_document, format_auth
+    from envoylog.render.status import format_auth
+    from envoylog.reports.status import auth_document
 
     _show(ctx, format, lambda engine: auth_document(engine, _now()), format_auth)
 
@@ -414,11 +416,12 @@ def export(
     ] = None,
 ) -> None:
     """The stored readings of a period (local days in the configured zone) as CSV or Parquet, streamed."""
-    from envoylog.reports import export as exporting
+    from envoylog.render import export as exporting
+    from envoylog.times import parse_period
 
     def action(options: Options) -> None:
         settings = options.settings()
-        first, last = exporting.parse_period(start, end, _today(settings.timezone))
+        first, last = parse_period(start=start, end=end or start, today=_today(settings.timezone))
         exporting.check_export(table.value, format.value, output)
         with _database(options) as engine:
             try:

@@ -98,7 +98,7 @@ def run_demo(
 ) -> DemoDay:
     """The tour: collect a simulated day through the real collector, print its report and the next steps."""
     from envoylog.render.report import format_table
-    from envoylog.reports.days import daily_report
+    from envoylog.reports import daily_report
 
     site = demo_profile(profile)
     today = today_in(zone_of(site.timezone), now)

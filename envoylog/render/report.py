@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import calendar
 import io
 import json
 import math
-import re
-from collections.abc import Hashable, Mapping
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from collections.abc import Hashable, Iterable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-from envoylog.errors import ConfigError
 from envoylog.render.text import printable
-from envoylog.reports.days import DAILY_COLUMNS
-from envoylog.times import parse_day
+from envoylog.reports.columns import DAILY_COLUMNS
+from envoylog.times import iso_z
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 NO_VALUE = "-"
 _ENERGY_COLUMNS = ("production_wh", "consumption_wh", "import_wh", "export_wh", "self_consumed_wh")
 _HEADINGS = (
@@ -37,44 +33,6 @@ _HEADINGS = (
 )
 
 
-def report_period(
-    *, day: str | None, start: str | None, end: str | None, month: str | None, today: date
-) -> tuple[date, date]:
-    """The first and last local day asked for with --day, --from/--to or --month; yesterday by default."""
-    given = [
-        name for name, value in (("--day", day), ("--from/--to", start or end), ("--month", month)) if value
-    ]
-    if len(given) > 1:
-        raise ConfigError(f"give one of --day, --from/--to or --month, not {' and '.join(given)}")
-    if day:
-        single = parse_day(day, "--day", today)
-        return single, single
-    if start or end:
-        if not (start and end):
-            raise ConfigError(
-                "--from and --to go together: give both, e.g. --from 2026-06-01 --to 2026-06-30"
-            )
-        first, last = parse_day(start, "--from", today), parse_day(end, "--to", today)
-        if last < first:
-            raise ConfigError(f"--to {last} is before --from {first}")
-        return first, last
-    if month:
-        return _month(month, today)
-    yesterday = today - timedelta(days=1)
-    return yesterday, yesterday
-
-
-def _month(value: str, today: date) -> tuple[date, date]:
-    match = _MONTH.match(value.strip())
-    if not match or not 1 <= int(match.group(2)) <= 12:
-        raise ConfigError(f"bad --month {value!r}: expected YYYY-MM, e.g. 2026-06")
-    year, number = int(match.group(1)), int(match.group(2))
-    first = date(year, number, 1)
-    last = date(year, number, calendar.monthrange(year, number)[1])
-    # The month under way ends today: the days still to come have nothing to report yet.
-    return first, min(last, today) if first <= today else last
-
-
 def render(
     days: pd.DataFrame,
     inverters: pd.DataFrame | None,
@@ -84,8 +42,6 @@ def render(
 ) -> str:
     """The report as `table`, `csv` or `json` (the SPEC's document) text."""
     if format == "json":
-        from envoylog.reports.days import report_document
-
         return json.dumps(report_document(days, inverters, timezone), indent=2)
     if format == "csv":
         return format_csv(days, inverters)
@@ -187,7 +143,7 @@ def format_csv(days: pd.DataFrame, inverters: pd.DataFrame | None) -> str:
             "day": [as_date(value).isoformat() for value in days["day"]],
             **{column: pd.to_numeric(days[column], errors="coerce").round(1) for column in _ENERGY_COLUMNS},
             "peak_watts": pd.to_numeric(days["peak_watts"], errors="coerce").round(1),
-            "peak_at": [iso_utc(value) for value in days["peak_at"]],
+            "peak_at": [iso_utc(value) or "" for value in days["peak_at"]],
             "coverage": pd.to_numeric(days["coverage"], errors="coerce").round(4),
             "notes": ["; ".join(_notes(value)) for value in days["notes"]],
         },
@@ -238,11 +194,9 @@ def as_date(value: Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-def iso_utc(value: Any) -> str:
-    """A UTC time as ISO 8601 with a Z, empty where there is none."""
-    if not _present(value):
-        return ""
-    return _utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
+def iso_utc(value: Any) -> str | None:
+    """A time (naive ones are UTC) as ISO 8601 UTC with a Z; None where there is none."""
+    return iso_z(_utc(value)) if _present(value) else None
 
 
 def _local_time(value: Any, zone: ZoneInfo, pattern: str) -> str:
@@ -269,6 +223,11 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def _rounded(value: Any, digits: int) -> float | None:
+    number = _number(value)
+    return None if number is None else round(number, digits)
+
+
 def _present(value: Any) -> bool:
     if value is None or value is pd.NaT:
         return False
@@ -288,3 +247,31 @@ def _align(rows: list[list[str]], *, left: set[int]) -> list[str]:
         ]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+def report_document(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: str) -> dict[str, Any]:
+    """The JSON of `envoylog report --format json` (SPEC section 3): NaN becomes null, times end in Z."""
+    per_day: dict[tuple[str, date], list[dict[str, Any]]] = {}
+    if inverters is not None:
+        for row in inverters.itertuples(index=False):
+            key = (str(row.gateway), cast(date, row.day))
+            per_day.setdefault(key, []).append({"serial": str(row.serial), "wh": _rounded(row.wh, 1)})
+    documents = []
+    for row in days.itertuples(index=False):
+        document: dict[str, Any] = {
+            "gateway": str(row.gateway),
+            "day": cast(date, row.day).isoformat(),
+            "production_wh": _rounded(row.production_wh, 1),
+            "consumption_wh": _rounded(row.consumption_wh, 1),
+            "import_wh": _rounded(row.import_wh, 1),
+            "export_wh": _rounded(row.export_wh, 1),
+            "self_consumed_wh": _rounded(row.self_consumed_wh, 1),
+            "peak_watts": _rounded(row.peak_watts, 1),
+            "peak_at": iso_utc(row.peak_at),
+            "coverage": _rounded(row.coverage, 4),
+        }
+        if inverters is not None:
+            document["inverters"] = per_day.get((str(row.gateway), cast(date, row.day)), [])
+        document["notes"] = list(cast(Iterable[str], row.notes))
+        documents.append(document)
+    return {"timezone": timezone, "days": documents}

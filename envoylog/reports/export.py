@@ -1,4 +1,4 @@
-"""`envoylog export`: the stored readings of a period as CSV or Parquet, streamed a chunk at a time.
+"""The stored readings of a period as rows, for `envoylog export`: streamed a chunk at a time.
 
 Each series is read in the order of its table's key (series, time), a chunk of rows at a time, so a year
 of readings never has to fit in memory and the database never has to sort it.
@@ -6,15 +6,12 @@ of readings never has to fit in memory and the database never has to sort it.
 
 from __future__ import annotations
 
-import csv
-import os
-import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
@@ -24,15 +21,13 @@ from envoylog.db.engine import describe_db_error
 from envoylog.db.gateways import lookup_gateways
 from envoylog.db.models import BatterySample, InverterSample, MeterSample, Series
 from envoylog.errors import ConfigError, DatabaseError
-from envoylog.render.text import spreadsheet_cell
-from envoylog.times import iso_z, local_day_bounds, parse_day, zone_of
+from envoylog.times import local_day_bounds, zone_of
 
 CHUNK_ROWS = 50_000
-PYARROW_MISSING = "Parquet export needs pyarrow: pip install pyarrow (or pip install 'envoylog[parquet]')"
 
 
 @dataclass(frozen=True)
-class _Table:
+class ExportTable:
     """What one export table holds: the series it takes, the columns it writes, where they come from."""
 
     model: Any
@@ -47,9 +42,14 @@ class _Table:
         """The header."""
         return [*self.series_columns, self.time_column, *self.value_columns]
 
+    @property
+    def time_at(self) -> int:
+        """The position of the time in a row."""
+        return len(self.series_columns)
+
 
 TABLES = {
-    "meters": _Table(
+    "meters": ExportTable(
         MeterSample,
         ("production", "consumption", "net_consumption"),
         ("gateway", "kind", "phase"),
@@ -67,7 +67,7 @@ TABLES = {
         ),
         text_values=("source",),
     ),
-    "inverters": _Table(
+    "inverters": ExportTable(
         InverterSample,
         ("inverter",),
         ("gateway", "serial"),
@@ -84,7 +84,7 @@ TABLES = {
             "temperature_c",
         ),
     ),
-    "batteries": _Table(
+    "batteries": ExportTable(
         BatterySample,
         ("battery",),
         ("gateway", "serial"),
@@ -92,124 +92,11 @@ TABLES = {
         ("soc_percent", "watts", "wh_available"),
     ),
 }
-FORMATS = ("csv", "parquet")
-
-
-def parse_period(start: str, end: str | None, today: date) -> tuple[date, date]:
-    """The first and last local day of `--from` and `--to` (which defaults to `--from`)."""
-    first = parse_day(start, "--from", today)
-    last = parse_day(end, "--to", today) if end is not None else first
-    if last < first:
-        raise ConfigError(f"--to {last} is before --from {first}")
-    return first, last
-
-
-def check_export(table: str, format: str, output: Path | None) -> None:
-    """Refuse an impossible export before anything is opened or written."""
-    if table not in TABLES:
-        raise ConfigError(f"--table must be one of {', '.join(TABLES)}, not {table!r}")
-    if format not in FORMATS:
-        raise ConfigError(f"--format must be csv or parquet, not {format!r}")
-    if format == "parquet":
-        _pyarrow()
-        if output is None:
-            raise ConfigError("Parquet is written to a file: give --output FILE.parquet")
-
-
-def export_readings(
-    engine: Engine,
-    first: date,
-    last: date,
-    *,
-    timezone: str,
-    table: str = "meters",
-    format: str = "csv",
-    output: Path | None = None,
-    stdout: TextIO | None = None,
-    gateway: str | None = None,
-    chunk_rows: int = CHUNK_ROWS,
-) -> int:
-    """Write the readings of the local days `first`..`last` to `output` (or CSV to `stdout`); count them.
-
-    Nothing is left behind when it fails: a file is written beside `output` and renamed into place at the
-    end, so an existing file there stays as it was, and the database itself is never a possible output.
-    """
-    check_export(table, format, output)
-    spec = TABLES[table]
-    start, end = local_day_bounds(first, last, zone_of(timezone))
-    if output is None and stdout is None:
-        raise ConfigError("CSV export needs --output FILE or a standard output")
-    try:
-        with ExitStack() as stack:
-            conn = stack.enter_context(engine.connect())
-            series = _series(conn, spec, gateway)  # an unknown gateway fails before any file is made
-            # closing(): a write that fails ends the reading too, its server-side cursor included.
-            chunks = stack.enter_context(closing(_chunks(conn, spec, series, start, end, chunk_rows)))
-            if output is None:
-                assert stdout is not None
-                return _write_csv(spec, chunks, stdout)
-            with atomic_output(output, database=engine) as path:
-                if format == "parquet":
-                    return _write_parquet(spec, chunks, path)
-                with path.open("w", newline="", encoding="utf-8") as stream:
-                    return _write_csv(spec, chunks, stream)
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot read the readings: {describe_db_error(exc)}") from None
-
-
-@contextmanager
-def atomic_output(output: Path, *, database: Engine) -> Iterator[Path]:
-    """A path to write instead of `output`, renamed onto it when the block succeeds and removed otherwise.
-
-    A device or a pipe (`/dev/stdout`, `/dev/full`) cannot be replaced: it is written directly.
-    """
-    _check_output(output, database)
-    if output.exists() and not output.is_file():
-        with _output_errors(output):
-            yield output
-        return
-    with _output_errors(output):
-        handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
-        os.close(handle)
-    temporary = Path(name)
-    try:
-        with _output_errors(output):
-            yield temporary
-            os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _check_output(output: Path, database: Engine) -> None:
-    if output.is_dir():
-        raise ConfigError(f"--output {output} is a folder: give a file name")
-    if not output.parent.is_dir():
-        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist")
-    if database.dialect.name == "sqlite" and database.url.database:
-        stored = Path(database.url.database).resolve()
-        companions = [
-            stored,
-            *(stored.with_name(stored.name + suffix) for suffix in ("-wal", "-shm", ".lock")),
-        ]
-        if output.resolve() in companions:
-            raise ConfigError(
-                f"refusing to overwrite the database {stored} with an export: give another file"
-            )
-
-
-@contextmanager
-def _output_errors(output: Path) -> Iterator[None]:
-    """Trouble writing the output is one line: a full disk, a read-only folder, a vanished file."""
-    try:
-        yield
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"cannot write the export to {output}: {reason.lower()}") from None
 
 
 def _chunks(
     conn: Connection,
-    spec: _Table,
+    spec: ExportTable,
     series: list[tuple[int, tuple[Any, ...]]],
     start: datetime,
     end: datetime,
@@ -232,7 +119,7 @@ def _chunks(
                 yield [(*prefix, *row) for row in partition]
 
 
-def _series(conn: Any, spec: _Table, gateway: str | None) -> list[tuple[int, tuple[Any, ...]]]:
+def _series(conn: Any, spec: ExportTable, gateway: str | None) -> list[tuple[int, tuple[Any, ...]]]:
     """The series to export, each with the values of its series columns."""
     gateways = {row.id: row.serial for row in lookup_gateways(conn, gateway)}
     query = (
@@ -253,39 +140,39 @@ def _device(device: str) -> str | None:
     return None if device in ("", "acb") else device
 
 
-def _write_csv(spec: _Table, chunks: Iterator[list[tuple[Any, ...]]], stream: TextIO) -> int:
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(spec.columns)
-    at = len(spec.series_columns)
-    count = 0
-    for chunk in chunks:
-        writer.writerows(
-            (*map(spreadsheet_cell, row[:at]), iso_z(row[at]), *map(spreadsheet_cell, row[at + 1 :]))
-            for row in chunk
-        )
-        count += len(chunk)
-    return count
+@contextmanager
+def export_rows(
+    engine: Engine,
+    first: date,
+    last: date,
+    *,
+    timezone: str,
+    table: str,
+    gateway: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[Iterator[list[tuple[Any, ...]]]]:
+    """The rows of `table` in the local days `first`..`last`, a chunk at a time, while the block runs.
 
-
-def _pyarrow() -> tuple[Any, Any]:
+    An unknown gateway fails on entry, before any file is made; trouble reading the database is a
+    DatabaseError, also while the rows are being read.
+    """
+    if table not in TABLES:
+        raise ConfigError(f"--table must be one of {', '.join(TABLES)}, not {table!r}")
+    spec = TABLES[table]
+    start, end = local_day_bounds(first, last, zone_of(timezone))
     try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise ConfigError(PYARROW_MISSING) from None
-    return pyarrow, pyarrow.parquet
+        with ExitStack() as stack:
+            conn = stack.enter_context(engine.connect())
+            series = _series(conn, spec, gateway)
+            # closing(): a write that fails ends the reading too, its server-side cursor included.
+            yield stack.enter_context(closing(_chunks(conn, spec, series, start, end, chunk_rows)))
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot read the readings: {describe_db_error(exc)}") from None
 
 
-def _write_parquet(spec: _Table, chunks: Iterator[list[tuple[Any, ...]]], output: Path) -> int:
-    pa, pq = _pyarrow()
-    kinds = {"phase": pa.int16(), spec.time_column: pa.timestamp("s", tz="UTC")}
-    kinds |= dict.fromkeys(("gateway", "kind", "serial", *spec.text_values), pa.string())
-    schema = pa.schema([(name, kinds.get(name, pa.float64())) for name in spec.columns])
-    count = 0
-    with pq.ParquetWriter(output, schema) as writer:
-        for chunk in chunks:
-            columns = zip(*chunk, strict=True)
-            arrays = [pa.array(v, type=f.type) for v, f in zip(columns, schema, strict=True)]
-            writer.write_batch(pa.record_batch(arrays, schema=schema))
-            count += len(chunk)
-    return count
+def database_files(engine: Engine) -> list[Path]:
+    """The files of a SQLite database (with its journal and lock): never an export's output."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return []
+    stored = Path(engine.url.database).resolve()
+    return [stored, *(stored.with_name(stored.name + suffix) for suffix in ("-wal", "-shm", ".lock"))]

@@ -1,4 +1,4 @@
-"""What is stored, as JSON-ready documents (SPEC section 3) and plain-text tables: latest, status, auth."""
+"""What is stored, as JSON-ready documents: the latest readings, each gateway's status, the auth state."""
 
 from __future__ import annotations
 
@@ -13,15 +13,8 @@ from envoylog.db import credentials, runs, samples
 from envoylog.db.gateways import list_gateways, load_events, load_firmware_change
 from envoylog.db.models import Run
 from envoylog.db.samples import LatestRow
-
-SITE_KINDS = ("production", "consumption", "net_consumption")
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a Z, as the JSON contracts want."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+from envoylog.reports.columns import SITE_KINDS
+from envoylog.times import iso_z
 
 
 def latest_document(engine: Engine) -> dict[str, Any]:
@@ -37,7 +30,7 @@ def latest_document(engine: Engine) -> dict[str, Any]:
                 "firmware": gateway.firmware,
                 "part_number": gateway.part_number,
                 "metered": gateway.metered,
-                "collected_at": iso(success.finished_at) if success else None,
+                "collected_at": iso_z(success.finished_at) if success else None,
             }
             for kind in SITE_KINDS:
                 document[kind] = _site(rows, kind)
@@ -47,7 +40,7 @@ def latest_document(engine: Engine) -> dict[str, Any]:
                         "serial": row.device,
                         "watts": row.values["watts"],
                         "max_watts": row.values["max_watts"],
-                        "reported_at": iso(row.at),
+                        "reported_at": iso_z(row.at),
                     }
                     for row in rows
                     if row.kind == "inverter"
@@ -60,7 +53,7 @@ def latest_document(engine: Engine) -> dict[str, Any]:
                     "kind": "acb" if row.device == "acb" else "encharge",
                     "soc_percent": row.values["soc_percent"],
                     "watts": row.values["watts"],
-                    "read_at": iso(row.at),
+                    "read_at": iso_z(row.at),
                 }
                 for row in sorted((r for r in rows if r.kind == "battery"), key=lambda r: r.device)
             ]
@@ -75,7 +68,7 @@ def _site(rows: list[LatestRow], kind: str) -> dict[str, Any] | None:
     site: dict[str, Any] = {
         "watts": total.values["watts"],
         "wh_lifetime": total.values["wh_lifetime"],
-        "read_at": iso(total.at),
+        "read_at": iso_z(total.at),
     }
     if kind == "production":
         site["source"] = total.values["source"]
@@ -86,45 +79,6 @@ def _site(rows: list[LatestRow], kind: str) -> dict[str, Any] | None:
     if phases:
         site["phases"] = [{"phase": f"L{row.phase}", "watts": row.values["watts"]} for row in phases]
     return site
-
-
-def format_latest(document: dict[str, Any]) -> str:
-    """`envoylog latest` as a table a person reads."""
-    if not document["gateways"]:
-        return "nothing stored yet: run `envoylog collect` (or try `envoylog demo`)"
-    lines = []
-    for gateway in document["gateways"]:
-        lines.append(
-            f"gateway {gateway['serial']} ({gateway['name']}), firmware {gateway['firmware']}, "
-            f"collected {gateway['collected_at'] or 'never'}"
-        )
-        for kind in SITE_KINDS:
-            site = gateway[kind]
-            if site is None:
-                lines.append(f"  {kind:<16} not measured")
-                continue
-            energy = (
-                f"{site['wh_lifetime'] / 1000:,.1f} kWh lifetime" if site["wh_lifetime"] is not None else ""
-            )
-            source = f" [{site['source']}]" if "source" in site else ""
-            lines.append(f"  {kind:<16} {site['watts']:>10,.1f} W  {energy}{source}  at {site['read_at']}")
-        inverters = gateway["inverters"]
-        if inverters:
-            total = sum(inverter["watts"] for inverter in inverters)
-            newest = max(inverter["reported_at"] for inverter in inverters)
-            lines.append(
-                f"  inverters        {len(inverters)} reporting {total:,.0f} W in all, newest report {newest}"
-            )
-        for battery in gateway["batteries"]:
-            name = battery["serial"] or "AC Battery"
-            lines.append(
-                f"  battery {name}: {_number(battery['soc_percent'])} %, {_number(battery['watts'])} W"
-            )
-    return "\n".join(lines)
-
-
-def _number(value: float | None) -> str:
-    return "?" if value is None else f"{value:,.0f}"
 
 
 def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
@@ -149,7 +103,7 @@ def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
                     "firmware": gateway.firmware,
                     "last_firmware_change": _firmware_change(conn, gateway.id),
                     **_run_fields(conn, gateway.id, unattributed),
-                    "token_expires_at": iso(token.expires_at) if token and token.secret else None,
+                    "token_expires_at": iso_z(token.expires_at) if token and token.secret else None,
                     "token_days_left": _days_left(token.expires_at, now) if token and token.secret else None,
                     "rows": samples.count_rows(conn, gateway.id),
                     "last_event": _last_event(conn, gateway.id),
@@ -188,15 +142,15 @@ def _run_fields(conn: Connection, gateway_id: int | None, unattributed: str | No
         "last_run": None
         if last is None
         else {
-            "at": iso(last.started_at),
-            "finished_at": iso(last.finished_at),
+            "at": iso_z(last.started_at),
+            "finished_at": iso_z(last.finished_at),
             "outcome": last.outcome,
             "requests": last.requests,
         },
-        "last_success_at": iso(success.finished_at) if success else None,
+        "last_success_at": iso_z(success.finished_at) if success else None,
         "last_error": None
         if error is None
-        else {"at": iso(error.started_at), "finished_at": iso(error.finished_at), "message": error.error},
+        else {"at": iso_z(error.started_at), "finished_at": iso_z(error.finished_at), "message": error.error},
     }
 
 
@@ -204,79 +158,20 @@ def _firmware_change(conn: Connection, gateway_id: int) -> dict[str, Any] | None
     change = load_firmware_change(conn, gateway_id)
     if change is None:
         return None
-    return {"at": iso(change.at), "from": change.previous, "to": change.current}
+    return {"at": iso_z(change.at), "from": change.previous, "to": change.current}
 
 
 def _last_event(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
     events = load_events(conn, gateway_id, limit=1)
     if not events:
         return None
-    return {"at": iso(events[0].at), "kind": events[0].kind, "detail": events[0].detail}
+    return {"at": iso_z(events[0].at), "kind": events[0].kind, "detail": events[0].detail}
 
 
 def _never_reached(conn: Connection, known_names: set[str]) -> list[str]:
     """Names of configured gateways whose runs all failed before the gateway said who it is."""
     query = select(Run.gateway_name).where(Run.gateway_id.is_(None)).distinct()
     return sorted(name for name in conn.execute(query).scalars() if name not in known_names)
-
-
-def format_status(document: dict[str, Any]) -> str:
-    """`envoylog status` as a table."""
-    lines = []
-    for gateway in document["gateways"]:
-        error = gateway["last_error"]
-        run = gateway["last_run"]
-        rows = gateway["rows"]
-        change = gateway["last_firmware_change"]
-        lines += [
-            f"gateway {gateway['serial'] or '(never reached)'} ({gateway['name']})",
-            f"  firmware:        {gateway['firmware'] or 'unknown'}",
-        ]
-        if change is not None:
-            lines.append(f"  firmware update: {change['at']} {change['from']} -> {change['to']}")
-        # Every time below is when a run ended, so the lines compare at a glance.
-        lines += [
-            f"  last success:    {gateway['last_success_at'] or 'never'}",
-            f"  last run:        {_run_line(run)}",
-            f"  last error:      {_error_line(error)}",
-            f"  token expires:   {_token_line(gateway)}",
-            f"  rows stored:     {rows['meter']:,} meter, {rows['inverter']:,} inverter, "
-            f"{rows['battery']:,} battery",
-        ]
-        event = gateway["last_event"]
-        if event is not None:
-            lines.append(f"  last event:      {event['at']} {event['kind']}: {event['detail']}")
-    if not document["gateways"]:
-        lines.append("no gateway collected yet: run `envoylog collect`")
-    size = document["database_bytes"]
-    lines.append(f"database size: {size / 1e6:,.1f} MB" if size is not None else "database size: unknown")
-    return "\n".join(lines)
-
-
-def _run_line(run: dict[str, Any] | None) -> str:
-    if run is None:
-        return "never"
-    if run["finished_at"] is None:
-        return f"running since {run['at']}"
-    return f"{run['finished_at']} {run['outcome']}"
-
-
-def _error_line(error: dict[str, Any] | None) -> str:
-    if error is None:
-        return "none"
-    return f"{error['finished_at'] or error['at']} {error['message']}"
-
-
-def _token_line(gateway: dict[str, Any]) -> str:
-    if gateway["token_expires_at"] is None:
-        return "no token stored"
-    return f"{gateway['token_expires_at']} ({_days_text(gateway['token_days_left'])})"
-
-
-def _days_text(days_left: float | None) -> str:
-    if days_left is None:
-        return "expiry unknown"
-    return "expired" if days_left <= 0 else f"{days_left:.1f} days left"
 
 
 def _days_left(expires_at: datetime | None, now: datetime) -> float | None:
@@ -311,54 +206,17 @@ def auth_document(engine: Engine, now: datetime) -> dict[str, Any]:
                         "present": has_token,
                         "source": token.source if has_token and token else None,
                         "enphase_user": token.enphase_user if has_token and token else None,
-                        "issued_at": iso(token.issued_at) if has_token and token else None,
-                        "expires_at": iso(token.expires_at) if has_token and token else None,
+                        "issued_at": iso_z(token.issued_at) if has_token and token else None,
+                        "expires_at": iso_z(token.expires_at) if has_token and token else None,
                         "days_left": _days_left(token.expires_at, now) if has_token and token else None,
                         "cloud_failures": token.cloud_failures if token else 0,
-                        "cloud_retry_at": iso(token.cloud_retry_at) if token else None,
+                        "cloud_retry_at": iso_z(token.cloud_retry_at) if token else None,
                         "cloud_error": token.cloud_error if token else None,
                     },
                     "session": {
                         "present": session is not None,
-                        "last_used_at": iso(session.last_used_at) if session else None,
+                        "last_used_at": iso_z(session.last_used_at) if session else None,
                     },
                 }
             )
     return {"gateways": gateways}
-
-
-_TOKEN_ORIGINS = {
-    "cloud": "from the Enphase cloud",
-    "manual": "pasted with `auth set-token`",
-    "config": "from the configuration",
-}
-
-
-def format_auth(document: dict[str, Any]) -> str:
-    """`envoylog auth status` as a table."""
-    if not document["gateways"]:
-        return "no gateway known yet: run `envoylog collect` or `envoylog auth login`"
-    lines = []
-    for gateway in document["gateways"]:
-        token, session = gateway["token"], gateway["session"]
-        if token["present"]:
-            origin = _TOKEN_ORIGINS.get(token["source"], f"from {token['source']}")
-            described = (
-                f"{token['enphase_user']} token {origin}, expires {token['expires_at']} "
-                f"({_days_text(token['days_left'])})"
-            )
-        else:
-            described = "none stored"
-        session_text = f"last used {session['last_used_at']}" if session["present"] else "none"
-        lines += [
-            f"gateway {gateway['serial']} ({gateway['name']})",
-            f"  token:   {described}",
-            f"  session: {session_text}",
-        ]
-        if token["cloud_retry_at"]:
-            cause = f": {token['cloud_error']}" if token["cloud_error"] else ""
-            lines.append(
-                f"  cloud:   login failed {token['cloud_failures']}x{cause}; "
-                f"next attempt after {token['cloud_retry_at']}"
-            )
-    return "\n".join(lines)
