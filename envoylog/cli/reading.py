@@ -1,0 +1,198 @@
+"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from envoylog.cli.common import Format, FormatOption, database_of, now, show, today_of
+from envoylog.cli.shell import (
+    Options,
+    global_options,
+    run_cli,
+)
+
+
+@global_options
+def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
+    """The latest stored readings of every gateway."""
+    from envoylog.render.status import format_latest
+    from envoylog.reports.status import latest_document
+
+    show(ctx, format, latest_document, format_latest)
+
+
+@global_options
+def status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
+    """Per gateway: firmware, last success, last error, token expiry, rows stored; database size."""
+    from envoylog.render.status import format_status
+    from envoylog.reports.status import status_document
+
+    show(ctx, format, lambda engine: status_document(engine, now()), format_status)
+
+
+class ExportTable(StrEnum):
+    """What `export` writes."""
+
+    meters = "meters"
+    inverters = "inverters"
+    batteries = "batteries"
+
+
+class ExportFormat(StrEnum):
+    """How `export` writes it."""
+
+    csv = "csv"
+    parquet = "parquet"
+
+
+class ReportFormat(StrEnum):
+    """Output formats of `report`."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@global_options
+def report(
+    ctx: typer.Context,
+    day: Annotated[
+        str | None,
+        typer.Option(metavar="DATE", help="One local day: YYYY-MM-DD, today or yesterday (the default)."),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", metavar="DATE", help="First day of a range (with --to).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Last day of a range, included.")
+    ] = None,
+    month: Annotated[str | None, typer.Option(metavar="YYYY-MM", help="A calendar month.")] = None,
+    format: Annotated[
+        ReportFormat,
+        typer.Option("--format", help="table for people, csv for spreadsheets, json for programs."),
+    ] = ReportFormat.table,
+    inverters: Annotated[bool, typer.Option("--inverters", help="Add each inverter's energy.")] = False,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway", metavar="NAME|SERIAL", help="Only this gateway: its configured name or its serial."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE.png",
+            help=(
+                "Also draw it: a day's power curves, or a range's daily energy "
+                "(needs pip install 'envoylog[plots]')."
+            ),
+        ),
+    ] = None,
+) -> None:
+    """Daily yield per local day: production, consumption, grid import and export, peak, coverage."""
+
+    def action(options: Options) -> None:
+        from envoylog import reports
+        from envoylog.render import plots
+        from envoylog.render import report as report_output
+        from envoylog.times import parse_period
+
+        zone = options.settings().timezone
+        first, last = parse_period(day=day, start=start, end=end, month=month, today=today_of(zone))
+        if plot is not None:
+            plots.require_matplotlib(plot)
+        with database_of(options) as engine:
+            days = reports.daily_report(engine, first, last, timezone=zone, gateway=gateway)
+            per_inverter = (
+                reports.inverter_report(engine, first, last, timezone=zone, gateway=gateway)
+                if inverters
+                else None
+            )
+            names = reports.gateway_names(engine)
+            curve = (
+                reports.power_curve(engine, first, timezone=zone, gateway=gateway)
+                if plot is not None and first == last
+                else None
+            )
+        if plot is not None:
+            plots.plot_report(days, curve, first, last, timezone=zone, names=names, path=plot)
+        typer.echo(report_output.render(days, per_inverter, zone, format.value, names))
+
+    run_cli(ctx, action)
+
+
+@global_options
+def auth_status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
+    """Token and session of every gateway (never the secrets themselves)."""
+    from envoylog.render.status import format_auth
+    from envoylog.reports.status import auth_document
+
+    show(ctx, format, lambda engine: auth_document(engine, now()), format_auth)
+
+
+@global_options
+def export(
+    ctx: typer.Context,
+    start: Annotated[
+        str, typer.Option("--from", metavar="DATE", help="First local day: YYYY-MM-DD, today or yesterday.")
+    ],
+    end: Annotated[
+        str | None,
+        typer.Option("--to", metavar="DATE", help="Last local day, included (default: --from)."),
+    ] = None,
+    table: Annotated[
+        ExportTable, typer.Option(help="meters (site channels and phases), inverters or batteries.")
+    ] = ExportTable.meters,
+    format: Annotated[
+        ExportFormat, typer.Option("--format", help="csv, or parquet (needs pyarrow and --output).")
+    ] = ExportFormat.csv,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write to this file (CSV: default standard output)."
+        ),
+    ] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway", metavar="NAME|SERIAL", help="Only this gateway: its configured name or its serial."
+        ),
+    ] = None,
+) -> None:
+    """The stored readings of a period (local days in the configured zone) as CSV or Parquet, streamed."""
+    from envoylog.render import export as exporting
+    from envoylog.times import parse_period
+
+    def action(options: Options) -> None:
+        settings = options.settings()
+        first, last = parse_period(start=start, end=end or start, today=today_of(settings.timezone))
+        exporting.check_export(table.value, format.value, output)
+        with database_of(options) as engine:
+            try:
+                rows = exporting.export_readings(
+                    engine,
+                    first,
+                    last,
+                    timezone=settings.timezone,
+                    table=table.value,
+                    format=format.value,
+                    output=output,
+                    stdout=sys.stdout,
+                    gateway=gateway,
+                )
+            except BrokenPipeError:
+                # The reader (head, a pager) stopped early: not an error. Point stdout at nothing so that
+                # Python's flush at exit does not complain again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return
+        if output is not None:
+            typer.echo(f"exported {rows:,} {table.value} readings of {first} to {last} to {output}")
+
+    run_cli(ctx, action)
