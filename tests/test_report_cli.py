@@ -347,6 +347,6 @@ def test_unknown_format_is_usage_error(db: Logged) -> None:
 
 
 def test_the_command_line_imports_pandas_and_matplotlib_only_when_reporting() -> None:
-    code = "import sys, envoylog.cli; print(sorted({'pandas', 'matplotlib'} & set(sys.modules)))"
+    code = "import sys, envoylog.cli; print(sorted({'pandas', 'numpy', 'matplotlib'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -36,6 +36,7 @@ from envoylog.simulator import bulk
 from envoylog.simulator import payloads as pl
 from envoylog.simulator.model import GatewayModel, ReportHistory
 from envoylog.simulator.profiles import Profile, get_profile
+from envoylog.times import local_midnight
 
 SUPPORTED_PROFILES = ("standard", "metered", "battery", "legacy")
 DAY_S = 86_400
@@ -170,8 +171,7 @@ def _profile(name: str) -> Profile:
 
 def _midnight(day: date, zone: ZoneInfo, days_after: int = 0) -> int:
     """Epoch second of the local midnight starting `day` (or `days_after` days later)."""
-    later = day + timedelta(days=days_after)
-    return int(datetime(later.year, later.month, later.day, tzinfo=zone).timestamp())
+    return int(local_midnight(day + timedelta(days=days_after), zone).timestamp())
 
 
 def _months(first: date, last: date, zone: ZoneInfo) -> Iterator[tuple[str, int, int, int]]:

@@ -6,7 +6,7 @@ The drawing takes the report's DataFrames and never queries: the caller reads th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -15,6 +15,7 @@ import pandas as pd
 
 from envoylog.errors import ConfigError
 from envoylog.render.report import as_date, gateway_title
+from envoylog.times import local_midnight
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -168,7 +169,7 @@ def _figure(panels: int, height: float) -> tuple[Figure, list[Axes]]:
 
 
 def _local_midnight(day: date, zone: ZoneInfo) -> pd.Timestamp:
-    return pd.Timestamp(datetime.combine(day, time(0), zone))
+    return pd.Timestamp(local_midnight(day, zone))
 
 
 def _clock_axis(ax: Axes, day: date, zone: ZoneInfo) -> None:
