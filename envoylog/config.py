@@ -1,4 +1,4 @@
-"""Settings: the only place that reads environment variables and the config file (SPEC section 2).
+"""Settings: the only place that reads environment variables and the config file.
 
 Precedence is command-line option > environment variable > config file > default. The environment
 variables describe one gateway named ``default``; ``ENVOYLOG_USERNAME``/``ENVOYLOG_PASSWORD`` also serve,

@@ -1,4 +1,4 @@
-"""The project's exceptions; each carries the exit code the CLI ends with (SPEC section 3)."""
+"""The project's exceptions; each carries the exit code the command line ends with (see `envoylog --help`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+"""The `envoylog` application: its command groups, the options every command takes, and the commands in the
+order --help lists them.
+"""
 
 from __future__ import annotations
 

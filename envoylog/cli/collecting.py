@@ -1,4 +1,4 @@
-"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+"""Commands that write: `collect` (once, or every N seconds), `auth login`, `auth set-token`, `auth logout`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+"""What the commands share: the output format and gateway options, the database they open, and the clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+"""`envoylog db upgrade` and `envoylog db current`: the schema's Alembic revision."""
 
 from __future__ import annotations
 

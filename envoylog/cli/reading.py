@@ -1,4 +1,4 @@
-"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+"""Commands that read: `latest`, `status`, `auth status`, `report`, `export`; each queries, then renders."""
 
 from __future__ import annotations
 

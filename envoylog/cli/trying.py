@@ -1,4 +1,4 @@
-"""The `envoylog` command: parse options, call one library function, print the result, map errors."""
+"""Commands that need no gateway: `demo` (a tour, or `--days N` of history) and `simulate` (a gateway)."""
 
 from __future__ import annotations
 

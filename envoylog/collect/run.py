@@ -1,4 +1,4 @@
-"""The use case cron runs: settings -> gateway -> readings -> repository -> run log, for every gateway."""
+"""One cron run: for every gateway connect, authorize, read, choose sources, store what changed, log it."""
 
 from __future__ import annotations
 

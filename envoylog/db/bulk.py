@@ -1,4 +1,6 @@
-"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+"""Many rows at once, for the demo's history: a binary COPY on PostgreSQL, one multi-row INSERT on SQLite;
+rows whose key exists are skipped either way.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+"""A gateway's token and session rows, and the back-off after failed cloud logins (1 h, doubling to 12 h)."""
 
 from __future__ import annotations
 

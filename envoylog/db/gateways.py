@@ -1,4 +1,4 @@
-"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+"""Stored gateways: what /info said and discovery found, the one lookup by serial or name, their events."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+"""The run log: a row per gateway and run, written as the run starts (a killed run shows) and as it ends."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+"""Readings stored only when they change: the series, the newest row of each, and what `latest` shows."""
 
 from __future__ import annotations
 

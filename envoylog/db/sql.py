@@ -1,4 +1,4 @@
-"""Reads and writes of the collector: gateways, auth, changed-only readings and the run log."""
+"""What the storage modules share: a model's Core table, and inserts that skip existing keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The token lifecycle (SPEC section 4): stored token, else configured, else from the cloud; a reused session.
+"""The token lifecycle: the stored token, else the configured one, else one from the cloud; a reused session.
 
 Every change (a new token, a new session, a cloud failure) is committed at once in its own transaction, so a
 run that fails later still leaves what it learned for the next run.

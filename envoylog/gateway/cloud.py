@@ -1,4 +1,4 @@
-"""The Enphase cloud: Enlighten login, then an Entrez token for one gateway (SPEC section 4)."""
+"""The Enphase cloud: an Enlighten login, then an Entrez token for one gateway."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from envoylog.errors import ConfigError
 
-# When to renew before expiry (SPEC section 4): owner tokens live a year, installer tokens twelve hours.
+# How long before expiry a token is renewed: owner tokens live a year, installer tokens twelve hours.
 RENEW_BEFORE = {"owner": timedelta(days=30), "installer": timedelta(hours=1)}
 
 

@@ -29,7 +29,7 @@ from envoylog.readings.model import (
     ProductionJson,
 )
 
-# A gateway timestamp further ahead of the collector's clock than this is not believed (SPEC section 5).
+# A gateway timestamp further ahead of the collector's clock than this is not believed.
 MAX_CLOCK_LEAD = timedelta(hours=1)
 WH_PER_JOULE = 1 / 3600
 # Longer texts than these are no gateway's (and would not fit the database's columns).
@@ -47,7 +47,7 @@ class HtmlAnswer(ParseError):
 
 @dataclass
 class TimeCheck:
-    """The collection time, and the gateway times a run could not believe (SPEC section 5).
+    """The collection time, and the gateway times a run could not believe.
 
     A gateway time is believed when it is non-zero and not more than an hour ahead of `now`; a reading with
     any other time is stored at `now` instead, never dropped, and `replaced` counts them per endpoint so the

@@ -1,4 +1,4 @@
-"""Which endpoints a run reads, and how their answers become readings (SPEC section 4)."""
+"""How a run's answers become readings: which endpoint each series comes from, by the gateway's hardware."""
 
 from __future__ import annotations
 
@@ -77,7 +77,13 @@ def device_data_cut(device_data: DeviceData) -> bool:
 def build_snapshot(
     info: GatewayInfo, cts: Sequence[MeterConfig], answers: Answers, now: datetime
 ) -> Snapshot:
-    """Choose each series' source by the rules of SPEC section 4 and turn the answers into readings."""
+    """Choose each series' source and turn the answers into readings.
+
+    Production: an active production CT (production.json's eim entry, else /ivp/meters/readings), else
+    /api/v1/production where it does not stall or read all zeros, else the inverters' sum. Consumption and net
+    consumption: their CTs, matched by eid; a total reported equal to net (newer firmware) is net plus
+    production. Inverters: device_data, and /api/v1/production/inverters for those beyond its capped list.
+    """
     enabled = {ct.eid: ct for ct in cts if ct.enabled}
     by_type = {ct.measurement_type: ct for ct in enabled.values()}
     # CT readings are matched to /ivp/meters by eid, never by position; unknown eids are ignored.

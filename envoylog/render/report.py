@@ -40,7 +40,7 @@ def render(
     format: str,
     names: Mapping[str, str] | None = None,
 ) -> str:
-    """The report as `table`, `csv` or `json` (the SPEC's document) text."""
+    """The report as `table`, `csv` or `json` text."""
     if format == "json":
         return json.dumps(report_document(days, inverters, timezone), indent=2)
     if format == "csv":
@@ -250,7 +250,7 @@ def _align(rows: list[list[str]], *, left: set[int]) -> list[str]:
 
 
 def report_document(days: pd.DataFrame, inverters: pd.DataFrame | None, timezone: str) -> dict[str, Any]:
-    """The JSON of `envoylog report --format json` (SPEC section 3): NaN becomes null, times end in Z."""
+    """The JSON of `envoylog report --format json` : NaN becomes null, times end in Z."""
     per_day: dict[tuple[str, date], list[dict[str, Any]]] = {}
     if inverters is not None:
         for row in inverters.itertuples(index=False):

@@ -1,4 +1,4 @@
-"""Daily yield, per-inverter energy and power curves as DataFrames (SPEC section 6). The SQL does the work.
+"""Energy from lifetime counters, the SQL doing the work.
 
 A report reads a handful of rows per series and day, whatever the polling rate: lifetime counters are read off
 at each local midnight with two index lookups (the last row at or before it, the first at or after it) and

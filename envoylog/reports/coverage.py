@@ -1,14 +1,7 @@
-"""Daily yield, per-inverter energy and power curves as DataFrames (SPEC section 6). The SQL does the work.
+"""Coverage: the share of a day the logger vouches for.
 
-A report reads a handful of rows per series and day, whatever the polling rate: lifetime counters are read off
-at each local midnight with two index lookups (the last row at or before it, the first at or after it) and
-interpolated linearly between them. Only a day whose counters do not add up (a drop, a jump, a change of
-source, a missing counter) is examined row by row, with a window over that day's rows alone; there a power
-estimate replaces what the counter cannot tell. Peak power is a top-1 lookup per day over the (series, time)
-key, and coverage a count of five-minute buckets holding a run, made exact for the days with an empty one.
-
-Rows are stored only when a reading changes, so between two rows a reading held its value while the logger
-was running; across a silence of the logger (no successful run) a power holds for 15 minutes at most.
+A successful run vouches for the 10 minutes after it. Coverage is a count of five-minute buckets holding a
+run, made exact (a sweep over the runs) only for the days with an empty bucket.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ from envoylog.db.types import UtcDateTime
 from envoylog.reports.common import Day
 from envoylog.reports.sql import epoch_seconds, rows_param
 
-COVERED_AFTER_RUN_S = 600  # SPEC section 6: a successful run vouches for the 10 minutes after it
+COVERED_AFTER_RUN_S = 600  # a successful run vouches for the 10 minutes after it
 
 
 BUCKET_S = COVERED_AFTER_RUN_S // 2  # a run in every bucket of half that length leaves no hole
