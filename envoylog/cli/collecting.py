@@ -1,4 +1,4 @@
-"""Commands that write: `collect` (once, or every N seconds), `auth login`, `auth set-token`, `auth logout`."""
+"""Commands that write: `collect` (once, or every N seconds), `auth login`, `set-token` and `logout`."""
 
 from __future__ import annotations
 
