@@ -1,7 +1,8 @@
 """The gateway's data endpoints, in one table: path, parser, cadence and the series each can feed.
 
-Adding an endpoint is a change here: an `Endpoint` in ENDPOINTS (and an `Answers` field for what it parses),
-its place in `discovery_paths`/`steady_paths`, and its use in `sources.build_snapshot`.
+What the collector knows of an endpoint is here: its path, parser, cadence, the series it feeds, and when
+discovery asks it; which endpoints a steady-state run needs is `steady_paths`. The parser itself lives in
+`parse.py`, and the rule that makes its answer a series' source in `sources.build_snapshot`.
 """
 
 from __future__ import annotations
@@ -34,20 +35,33 @@ SLOW_EVERY = timedelta(minutes=5)
 Cadence = Literal["fast", "slow", "discovery"]
 
 
+def _always(info: GatewayInfo) -> bool:
+    return True
+
+
+def _metered(info: GatewayInfo) -> bool:
+    return info.metered
+
+
+def _firmware_7(info: GatewayInfo) -> bool:
+    return info.firmware_version >= (7,)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One data endpoint of the gateway."""
 
     path: str
-    parse: Callable[
-        [Any, TimeCheck], Any
-    ]  # the decoded JSON (and the run's time check) -> what `answer` holds
-    answer: str  # the field of `sources.Answers` its parsed answer goes to
+    # The decoded JSON (and the run's time check) -> the parsed answer, kept in `Answers.<answer>`.
+    parse: Callable[[Any, TimeCheck], Any]
+    answer: str
     cadence: Cadence
-    feeds: tuple[SeriesKind, ...]  # the series it can be the source of (none: it tells about the hardware)
-    digest_before_7: bool = (
-        False  # firmware before 7 guards it with Digest auth (user envoy, serial's last 6)
-    )
+    # The series it can be the source of (none: it tells about the hardware only).
+    feeds: tuple[SeriesKind, ...]
+    # Whether discovery asks it of this gateway.
+    discover: Callable[[GatewayInfo], bool] = _always
+    # Firmware before 7 guards it with Digest auth (user envoy, the serial's last six digits).
+    digest_before_7: bool = False
 
 
 PRODUCTION_JSON = "/production.json?details=1"
@@ -61,24 +75,45 @@ ENSEMBLE_POWER = "/ivp/ensemble/power"
 
 _SITE: tuple[SeriesKind, ...] = ("production", "consumption", "net_consumption")
 
+# In the order discovery asks them.
 ENDPOINTS: dict[str, Endpoint] = {
     endpoint.path: endpoint
     for endpoint in (
-        Endpoint(PRODUCTION_JSON, parse_production_json, "production_json", "fast", (*_SITE, "battery")),
+        Endpoint(
+            METERS, lambda data, _: parse_meters(data), "meters", "discovery", feeds=(), discover=_metered
+        ),
+        Endpoint(
+            PRODUCTION_JSON, parse_production_json, "production_json", "fast", feeds=(*_SITE, "battery")
+        ),
         Endpoint(
             API_V1_PRODUCTION,
             lambda data, _: parse_api_v1_production(data),
             "api_v1",
             "fast",
-            ("production",),
+            feeds=("production",),
         ),
-        Endpoint(METERS, lambda data, _: parse_meters(data), "meters", "discovery", ()),
-        Endpoint(METER_READINGS, parse_meter_readings, "meter_readings", "fast", _SITE),
-        Endpoint(INVERTERS, parse_inverters, "inverters", "slow", ("inverter",), digest_before_7=True),
-        Endpoint(DEVICE_DATA, parse_device_data, "device_data", "slow", ("inverter",)),
-        Endpoint(ENSEMBLE_INVENTORY, parse_ensemble_inventory, "inventory", "slow", ("battery",)),
         Endpoint(
-            ENSEMBLE_POWER, lambda data, _: parse_ensemble_power(data), "battery_watts", "slow", ("battery",)
+            METER_READINGS, parse_meter_readings, "meter_readings", "fast", feeds=_SITE, discover=_metered
+        ),
+        Endpoint(
+            DEVICE_DATA, parse_device_data, "device_data", "slow", feeds=("inverter",), discover=_firmware_7
+        ),
+        Endpoint(INVERTERS, parse_inverters, "inverters", "slow", feeds=("inverter",), digest_before_7=True),
+        Endpoint(
+            ENSEMBLE_INVENTORY,
+            parse_ensemble_inventory,
+            "inventory",
+            "slow",
+            feeds=("battery",),
+            discover=_firmware_7,
+        ),
+        Endpoint(
+            ENSEMBLE_POWER,
+            lambda data, _: parse_ensemble_power(data),
+            "battery_watts",
+            "slow",
+            feeds=("battery",),
+            discover=_firmware_7,
         ),
     )
 }
@@ -86,15 +121,7 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 def discovery_paths(info: GatewayInfo) -> list[str]:
     """Everything worth looking at on a gateway seen for the first time (or after a firmware change)."""
-    paths = [METERS] if info.metered else []
-    paths += [PRODUCTION_JSON, API_V1_PRODUCTION]
-    if info.metered:
-        paths.append(METER_READINGS)
-    if info.firmware_version >= (7,):
-        paths += [DEVICE_DATA, INVERTERS, ENSEMBLE_INVENTORY, ENSEMBLE_POWER]
-    else:
-        paths.append(INVERTERS)
-    return paths
+    return [path for path, endpoint in ENDPOINTS.items() if endpoint.discover(info)]
 
 
 def steady_paths(info: GatewayInfo, discovery: Discovery, now: datetime) -> list[str]:
