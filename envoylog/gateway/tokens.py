@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from envoylog.errors import ConfigError
+from envoylog.jwt import b64url_decode
 
 # How long before expiry a token is renewed: owner tokens live a year, installer tokens twelve hours.
 RENEW_BEFORE = {"owner": timedelta(days=30), "installer": timedelta(hours=1)}
@@ -49,7 +49,7 @@ def decode_token(token: str) -> TokenInfo:
     if len(parts) != 3 or not all(parts):
         raise ConfigError("the token is not a JWT (three dot-separated parts): paste the whole token")
     try:
-        claims = json.loads(_b64url(parts[1]))
+        claims = json.loads(b64url_decode(parts[1]))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ConfigError("the token's claims cannot be decoded: paste the whole token") from None
     if not isinstance(claims, dict):
@@ -68,10 +68,6 @@ def decode_token(token: str) -> TokenInfo:
         username=username if isinstance(username, str) else None,
         serial=str(audience) if isinstance(audience, str | int) and not isinstance(audience, bool) else None,
     )
-
-
-def _b64url(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def _epoch(value: Any) -> datetime | None:

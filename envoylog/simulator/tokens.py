@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from envoylog.jwt import b64url_decode, b64url_encode
 from envoylog.simulator.tls import write_private
 
 OWNER_LIFETIME = timedelta(days=365)
@@ -42,16 +42,8 @@ class TokenClaims:
     jti: str
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _json_part(data: dict[str, Any]) -> str:
-    return _b64encode(json.dumps(data, separators=(",", ":")).encode())
+    return b64url_encode(json.dumps(data, separators=(",", ":")).encode())
 
 
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,8 +52,8 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(parts) != 3:
         raise TokenError("not a JWT: it must have three dot-separated parts")
     try:
-        header = json.loads(_b64decode(parts[0]))
-        claims = json.loads(_b64decode(parts[1]))
+        header = json.loads(b64url_decode(parts[0]))
+        claims = json.loads(b64url_decode(parts[1]))
     except (ValueError, UnicodeDecodeError) as exc:
         raise TokenError("not a JWT: a part is not base64url-encoded JSON") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -129,7 +121,7 @@ class TokenIssuer:
         raw = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
         with self._lock:
             self._issued.add(jti)
-        return f"{signing_input}.{_b64encode(raw)}"
+        return f"{signing_input}.{b64url_encode(raw)}"
 
     def verify(self, token: str, *, serial: str, now: datetime) -> TokenClaims:
         """The claims of a token this gateway accepts now; TokenError otherwise."""
@@ -138,7 +130,7 @@ class TokenIssuer:
             raise TokenError("the token was not signed by this gateway's issuer")
         signing_input, _, signature = token.strip().rpartition(".")
         try:
-            raw = _b64decode(signature)
+            raw = b64url_decode(signature)
         except ValueError as exc:
             raise TokenError("the token's signature is not base64url") from exc
         if len(raw) != 2 * _COORDINATE_BYTES:
