@@ -26,8 +26,8 @@ from envoylog.demo.filler import fill_history, history_days
 from envoylog.reports import daily_report
 from envoylog.simulator import Simulator, bulk
 from envoylog.simulator import payloads as pl
+from envoylog.simulator.endpoints import GatewayModel
 from envoylog.simulator.faults import Quirks
-from envoylog.simulator.model import GatewayModel
 from envoylog.simulator.profiles import get_profile
 
 runner = CliRunner()

@@ -41,7 +41,7 @@ from envoylog.reports import (
 )
 from envoylog.reports.counters import WRAP_TOLERANCE, WRAP_WH
 from envoylog.simulator import Simulator
-from envoylog.simulator.model import GatewayModel
+from envoylog.simulator.endpoints import GatewayModel
 
 ZONE = "Europe/Amsterdam"
 SERIAL = "122238082763"  # the metered profile's

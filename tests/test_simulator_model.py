@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from envoylog.simulator.endpoints import GatewayModel
 from envoylog.simulator.faults import Quirks
-from envoylog.simulator.model import GatewayModel
 from envoylog.simulator.profiles import PROFILES
 
 CAPTURES = Path(__file__).parents[1].parent / "shared" / "envoy-captures"

@@ -34,8 +34,9 @@ from envoylog.readings.endpoints import SLOW_EVERY
 from envoylog.readings.model import GatewayInfo
 from envoylog.simulator import bulk
 from envoylog.simulator import payloads as pl
-from envoylog.simulator.model import GatewayModel, ReportHistory
+from envoylog.simulator.endpoints import GatewayModel
 from envoylog.simulator.profiles import Profile, get_profile
+from envoylog.simulator.site import ReportHistory
 from envoylog.times import local_midnight
 
 SUPPORTED_PROFILES = ("standard", "metered", "battery", "legacy")

@@ -1,7 +1,7 @@
 """What the simulated gateway would answer at many moments at once, as numpy arrays (for `demo --days`).
 
 Rendering JSON for every minute of a year and parsing it back would take hours; these functions compute the
-numbers a collector reads from each endpoint for whole arrays of times, from the model's integrals and with
+numbers a collector reads from each endpoint for whole arrays of times, from the site's integrals and with
 the gateway's rounding, so that a history built from them holds what polling the simulator would have
 stored. tests/test_history.py checks the two against each other.
 """
@@ -15,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from envoylog.simulator import payloads as pl
-from envoylog.simulator.model import _BATTERY_WH, GatewayModel, ReportHistory
+from envoylog.simulator.plant import BATTERY_WH
+from envoylog.simulator.site import ReportHistory, Site
 from envoylog.simulator.sky import FloatArray, ambient_celsius
 
 
@@ -69,17 +70,17 @@ class DeviceDataArrays:
     temperature_c: FloatArray
 
 
-def ct_phases(model: GatewayModel, times: FloatArray) -> dict[str, list[PhaseArrays]]:
-    """The production, net-consumption and total-consumption CTs phase by phase (as `_cts` makes them)."""
-    plant, rows = model._plant, model._rows
+def ct_phases(site: Site, times: FloatArray) -> dict[str, list[PhaseArrays]]:
+    """The production, net-consumption and total-consumption CTs phase by phase (as cts.readings has them)."""
+    plant, rows = site.plant, site.rows
     life = plant.lifetimes(times)
     # Power is constant within a minute; energies are exact multiples of 2**-20 Wh, so differences are too.
     minute = np.floor(times / 60.0) * 60.0
     watts = (plant.lifetimes(minute + 60.0) - plant.lifetimes(minute)) * 60.0
     zeros = np.zeros(times.size)
     out: dict[str, list[PhaseArrays]] = {pl.PRODUCTION: [], pl.NET_CONSUMPTION: [], pl.TOTAL_CONSUMPTION: []}
-    for p in range(model.profile.phases):
-        volts, hz = model.grid(times, p)
+    for p in range(site.profile.phases):
+        volts, hz = site.grid(times, p)
         pv, sb, cons = rows.pv + p, rows.standby + p, rows.cons + p
         imp, exp = rows.imp + p, rows.exp + p
         out[pl.PRODUCTION].append(
@@ -138,31 +139,31 @@ def ct_reading(measurement: str, phases: Sequence[PhaseArrays]) -> CtArrays:
     )
 
 
-def reports_watts(model: GatewayModel, reports: ReportHistory) -> FloatArray:
+def reports_watts(site: Site, reports: ReportHistory) -> FloatArray:
     """Each report's average power, in whole watts as the gateway gives it."""
-    return np.round(reports.interval_wh * 3600.0 / model.profile.report_interval_s)
+    return np.round(reports.interval_wh * 3600.0 / site.profile.report_interval_s)
 
 
-def max_watts(model: GatewayModel, reports: ReportHistory) -> FloatArray:
+def max_watts(site: Site, reports: ReportHistory) -> FloatArray:
     """Each reporting inverter's rated maximum."""
-    ratings = np.array([inv.max_watts for inv in model._plant.inverters], dtype=np.float64)
+    ratings = np.array([inv.max_watts for inv in site.inverters], dtype=np.float64)
     return ratings[reports.inverter]
 
 
-def device_data(model: GatewayModel, reports: ReportHistory) -> DeviceDataArrays:
-    """The readings /ivp/pdm/device_data gives for these reports (see `_public_report` and `_pcu_device`)."""
-    inverters = model._plant.inverters
-    watts = reports_watts(model, reports)
-    rated = max_watts(model, reports)
+def device_data(site: Site, reports: ReportHistory) -> DeviceDataArrays:
+    """What /ivp/pdm/device_data gives for these reports (endpoints._public_report, payloads._pcu_device)."""
+    inverters = site.inverters
+    watts = reports_watts(site, reports)
+    rated = max_watts(site, reports)
     prior = np.array([inv.prior_joules for inv in inverters], dtype=np.float64)[reports.inverter]
     phase = np.array([inv.phase for inv in inverters], dtype=np.int64)[reports.inverter]
     ac_volts = np.zeros(watts.size)
     hz = np.zeros(watts.size)
-    for p in range(model.profile.phases):
+    for p in range(site.profile.phases):
         chosen = phase == p
-        ac_volts[chosen], hz[chosen] = model.grid(reports.reported_at[chosen], p)
-    profile = model.profile
-    ambient = ambient_celsius(model.seed, reports.reported_at, profile.latitude, profile.longitude)
+        ac_volts[chosen], hz[chosen] = site.grid(reports.reported_at[chosen], p)
+    profile = site.profile
+    ambient = ambient_celsius(site.seed, reports.reported_at, profile.latitude, profile.longitude)
     share = np.divide(watts, rated, out=np.zeros_like(watts), where=rated != 0)
     dc_volts = 30.0 + 8.0 * share
     ac_amps = np.divide(watts, ac_volts, out=np.zeros_like(watts), where=ac_volts != 0)
@@ -192,14 +193,12 @@ def latest_report(reports: ReportHistory, inverter: int, times: FloatArray) -> N
     return np.where(position >= 0, own[np.maximum(position, 0)], -1)
 
 
-def api_v1_production(
-    model: GatewayModel, reports: ReportHistory, times: FloatArray
-) -> tuple[FloatArray, FloatArray]:
+def api_v1_production(site: Site, reports: ReportHistory, times: FloatArray) -> tuple[FloatArray, FloatArray]:
     """/api/v1/production's wattsNow and wattHoursLifetime without a production CT: the inverters' sums."""
-    each_watts = reports_watts(model, reports)
+    each_watts = reports_watts(site, reports)
     watts = np.zeros(times.size)
     lifetime = np.zeros(times.size)
-    for inverter in range(len(model._plant.inverters)):  # summed in the gateway's order, as it does
+    for inverter in range(len(site.inverters)):  # summed in the gateway's order, as it does
         index = latest_report(reports, inverter, times)
         known = index >= 0
         watts = watts + np.where(known, each_watts[index], 0.0)
@@ -217,17 +216,17 @@ class BatteryArrays:
     watts: FloatArray  # each unit's power, positive discharging
 
 
-def batteries(model: GatewayModel, times: FloatArray) -> BatteryArrays:
-    """The batteries' state at each of `times` (see `GatewayModel._batteries`)."""
-    plant, rows, count = model._plant, model._rows, model.profile.battery_count
-    serials = [b.serial for b in model._batteries(float(times[0]))] if count and times.size else []
+def batteries(site: Site, times: FloatArray) -> BatteryArrays:
+    """The batteries' state at each of `times` (see `Site.encharge` and endpoints._batteries)."""
+    plant, rows, count = site.plant, site.rows, site.profile.battery_count
+    serials = site.battery_serials() if count and times.size else []
     if not serials:
         empty = np.zeros(0)
         return BatteryArrays([], empty, empty, empty)
     stored = plant.battery_whs(times)
     minute = np.floor(times / 60.0) * 60.0
     flows = (plant.lifetimes(minute + 60.0) - plant.lifetimes(minute)) * 60.0
-    share = _BATTERY_WH * count / plant.capacity_wh  # the rest is AC Batteries'
+    share = BATTERY_WH * count / plant.capacity_wh  # the rest is AC Batteries'
     each = (flows[:, rows.discharge] - flows[:, rows.charge]) * share / count
     whole = np.floor(times)
     return BatteryArrays(

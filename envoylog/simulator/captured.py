@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from envoylog.simulator.endpoints import Body
 from envoylog.simulator.faults import Quirks
-from envoylog.simulator.model import Body
 
 _LOG_SUFFIX = "_log.json"
 # Stray copies of an endpoint's file, served only when the file itself is missing.

@@ -12,9 +12,9 @@ import platformdirs
 
 from envoylog.errors import ConfigError
 from envoylog.simulator.captured import CapturedModel
+from envoylog.simulator.endpoints import GatewayModel
 from envoylog.simulator.faults import Faults, apply_fault_spec
 from envoylog.simulator.gateway import SiteModel
-from envoylog.simulator.model import GatewayModel
 from envoylog.simulator.profiles import get_profile
 from envoylog.simulator.server import Simulator, run_until_stopped
 

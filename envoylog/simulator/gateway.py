@@ -15,8 +15,8 @@ from typing import Protocol
 from urllib.request import parse_http_list, parse_keqv_list
 
 from envoylog.simulator.clock import SimClock
+from envoylog.simulator.endpoints import Body
 from envoylog.simulator.faults import EndpointFault, Faults, Quirks
-from envoylog.simulator.model import Body
 from envoylog.simulator.tokens import TokenClaims, TokenError, TokenIssuer
 from envoylog.simulator.web import Request, Response
 
@@ -50,7 +50,7 @@ class SiteProfile(Protocol):
 
 
 class SiteModel(Protocol):
-    """What a gateway serves: the simulated site (model.GatewayModel) or a recorded one (captured.py)."""
+    """What a gateway serves: the simulated site (endpoints.GatewayModel) or a recorded one (captured.py)."""
 
     @property
     def profile(self) -> SiteProfile: ...

@@ -31,7 +31,7 @@ class Profile:
     longitude: float
     timezone: str
     installed_at: datetime  # lifetime counters start here
-    # Quirks of particular hardware and firmware (SPEC section 4); the defaults are a well-behaved gateway.
+    # Ways particular hardware and firmware report wrongly or oddly; the defaults are a well-behaved gateway.
     disabled_cts: bool = False  # metered hardware without working CTs: listed as disabled, readings are noise
     api_v1_production: ApiV1Mode = "live"  # "stalled": frozen hours ago; "zeros": every energy value 0
     total_is_net: bool = False  # firmware 8.3.5433+: the total-consumption entry repeats net-consumption
@@ -101,7 +101,8 @@ _LEGACY = replace(
     https=False,
     peak_watts_per_inverter=215.0,
 )
-# Metered hardware on the standard site whose CT ports are empty or switched off (SPEC section 4).
+# Metered hardware on the standard site whose CT ports are empty or switched off: the gateway lists the CTs
+# as disabled and still reports numbers for them, which mean nothing.
 _NO_CTS = replace(
     _STANDARD,
     name="metered-no-cts",
@@ -126,7 +127,7 @@ PROFILES: dict[str, Profile] = {
     "metered": _METERED,
     "battery": replace(_METERED, name="battery", serial="122446001637", battery_count=2),
     "legacy": _LEGACY,
-    # The quirks of SPEC section 4, one named site each, so that tests and users can meet every rule.
+    # One named site for each quirk real gateways show, so that tests and users can meet every one of them.
     "metered-no-cts": _NO_CTS,  # eim entries with activeCount 0 and disabled CTs: meaningless numbers
     "stalled-api": replace(  # firmware 8.2.4264+ without CTs: /api/v1/production stops moving
         _NO_CTS,

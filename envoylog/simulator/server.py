@@ -19,9 +19,9 @@ from typing import Any
 
 from envoylog.simulator.clock import SimClock
 from envoylog.simulator.cloud import Cloud, service_of
+from envoylog.simulator.endpoints import GatewayModel
 from envoylog.simulator.faults import EndpointFault, Faults, Quirks
 from envoylog.simulator.gateway import Gateway, SiteModel, SiteProfile
-from envoylog.simulator.model import GatewayModel
 from envoylog.simulator.profiles import Profile, get_profile
 from envoylog.simulator.tls import Certificates, certificate_sha256, ensure_certificates
 from envoylog.simulator.tokens import TokenIssuer, load_or_create_signing_key
