@@ -11,12 +11,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from envoylog.simulator.admin import (
+    faults_to_json,
+    is_number,
+    iso,
+    json_object,
+    logged_to_json,
+    merge_faults,
+    parse_time,
+)
 from envoylog.simulator.clock import SimClock
 from envoylog.simulator.cloud import Cloud, service_of
 from envoylog.simulator.endpoints import GatewayModel
@@ -31,7 +40,6 @@ ADMIN_PREFIX = "/_sim/"
 _CLOCK_FILE = "clock.json"
 _SIGNING_KEY_FILE = "jwt-key.pem"
 _CLOCK_SAVE_EVERY_S = 5.0  # real seconds between saves of the clock's high-water mark while serving
-_SWITCHES = ("mfa", "wrong_password", "cloud_down")
 _MAX_LOGGED = 100_000  # the request log keeps the newest entries only, so a long run stays bounded
 
 
@@ -405,7 +413,7 @@ class Simulator:
                 return Response.json(200, faults_to_json(self.faults))
         if route == ("POST", "/faults"):
             with self._faults_lock:
-                merge_faults(self.faults, _json_object(request), self.clock.now())
+                merge_faults(self.faults, json_object(request), self.clock.now())
                 return Response.json(200, faults_to_json(self.faults))
         if route == ("POST", "/faults/clear"):
             self.clear_faults()
@@ -417,17 +425,17 @@ class Simulator:
             self.revoke_tokens()
             return Response.json(200, {"revoked": True})
         if route == ("GET", "/requests"):
-            return Response.json(200, [_logged_to_json(entry) for entry in self.request_log()])
+            return Response.json(200, [logged_to_json(entry) for entry in self.request_log()])
         if route == ("POST", "/requests/clear"):
             self.clear_request_log()
             return Response.json(200, [])
         if route == ("GET", "/clock"):
             return Response.json(200, self._clock_json())
         if route == ("POST", "/clock"):
-            self._set_clock(_json_object(request))
+            self._set_clock(json_object(request))
             return Response.json(200, self._clock_json())
         if route == ("POST", "/token"):
-            return self._admin_token(_json_object(request))
+            return self._admin_token(json_object(request))
         return Response.json(404, {"error": f"no admin endpoint {route[0]} {request.path}"})
 
     def _set_clock(self, data: dict[str, Any]) -> None:
@@ -435,24 +443,24 @@ class Simulator:
         if unknown:
             raise ValueError(f"unknown clock field(s): {', '.join(sorted(unknown))}")
         speed = data.get("speed")
-        if speed is not None and (not _is_number(speed) or speed <= 0):
+        if speed is not None and (not is_number(speed) or speed <= 0):
             raise ValueError("speed must be a positive number")
-        when = _parse_time(data["now"], self.clock.now()) if data.get("now") is not None else self.clock.now()
+        when = parse_time(data["now"], self.clock.now()) if data.get("now") is not None else self.clock.now()
         advance = data.get("advance_seconds", 0)
-        if not _is_number(advance):
+        if not is_number(advance):
             raise ValueError("advance_seconds must be a number")
         self.clock.set(when + timedelta(seconds=advance), None if speed is None else float(speed))
         self._save_clock(force=True)
 
     def _clock_json(self) -> dict[str, Any]:
-        return {"now": _iso(self.clock.now()), "speed": self.clock.speed}
+        return {"now": iso(self.clock.now()), "speed": self.clock.speed}
 
     def _admin_token(self, data: dict[str, Any]) -> Response:
         unknown = set(data) - {"enphase_user", "lifetime_seconds", "serial"}
         if unknown:
             raise ValueError(f"unknown token field(s): {', '.join(sorted(unknown))}")
         seconds = data.get("lifetime_seconds")
-        if seconds is not None and not _is_number(seconds):
+        if seconds is not None and not is_number(seconds):
             raise ValueError("lifetime_seconds must be a number")
         token = self.issue_token(
             enphase_user=str(data.get("enphase_user", "owner")),
@@ -485,7 +493,7 @@ class Simulator:
             high_water = max(self.clock.now(), saved) if saved is not None else self.clock.now()
             temporary = path.with_suffix(".tmp")
             try:
-                temporary.write_text(json.dumps({"high_water": _iso(high_water)}) + "\n")
+                temporary.write_text(json.dumps({"high_water": iso(high_water)}) + "\n")
                 os.replace(temporary, path)
             except OSError:
                 pass  # the state directory went away (a private one being removed): nothing to keep
@@ -513,139 +521,3 @@ def run_until_stopped(sim: Simulator) -> None:
 
 
 # --- faults as JSON (the admin endpoints) ---------------------------------------------------------
-
-
-def faults_to_json(faults: Faults) -> dict[str, Any]:
-    """The faults as a JSON-ready dict."""
-    quirks = asdict(faults.quirks)
-    for name in ("counter_wrap_at", "booting_until"):
-        if quirks[name] is not None:
-            quirks[name] = _iso(quirks[name])
-    return {
-        "mfa": faults.mfa,
-        "wrong_password": faults.wrong_password,
-        "cloud_down": faults.cloud_down,
-        "endpoints": {path: asdict(fault) for path, fault in faults.endpoints.items()},
-        "quirks": quirks,
-    }
-
-
-def merge_faults(faults: Faults, data: Mapping[str, Any], now: datetime) -> None:
-    """Merge a JSON change into `faults` in place; ValueError (before any change) when it is not valid."""
-    unknown = set(data) - {*_SWITCHES, "endpoints", "quirks"}
-    if unknown:
-        raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}")
-    switches = {name: _bool(data[name], name) for name in _SWITCHES if name in data}
-    endpoints = {path: _endpoint_fault(path, spec) for path, spec in _object(data, "endpoints").items()}
-    quirks = _quirk_changes(_object(data, "quirks"), now)
-    for name, value in switches.items():
-        setattr(faults, name, value)
-    for path, fault in endpoints.items():
-        if fault is None:
-            faults.endpoints.pop(path, None)
-        else:
-            faults.endpoints[path] = fault
-    for name, value in quirks.items():
-        setattr(faults.quirks, name, value)
-
-
-def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"an endpoint fault needs a path such as /production.json, not {path!r}")
-    if spec is None:
-        return None
-    if not isinstance(spec, dict):
-        raise ValueError(f"the fault of {path} must be an object or null")
-    unknown = set(spec) - {"status", "malformed", "hang_seconds", "body"}
-    if unknown:
-        raise ValueError(f"unknown endpoint fault field(s): {', '.join(sorted(unknown))}")
-    status = spec.get("status")
-    if status is not None and not (_is_number(status) and status == int(status) and 100 <= status <= 599):
-        raise ValueError("status must be an HTTP status code (100-599)")
-    hang = spec.get("hang_seconds", 0.0)
-    if not _is_number(hang) or hang < 0:
-        raise ValueError("hang_seconds must be a number of seconds, not negative")
-    malformed = _bool(spec.get("malformed", False), "malformed")
-    body = spec.get("body")
-    if body is not None and not isinstance(body, str):
-        raise ValueError("body must be a string")
-    return EndpointFault(
-        status=None if status is None else int(status), malformed=malformed, hang_seconds=hang, body=body
-    )
-
-
-def _quirk_changes(data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    unknown = set(data) - {item.name for item in fields(Quirks)}
-    if unknown:
-        raise ValueError(f"unknown quirk(s): {', '.join(sorted(unknown))}")
-    changes: dict[str, Any] = {}
-    for name in ("counter_wrap_at", "booting_until"):
-        if name in data:
-            value = data[name]
-            changes[name] = None if value is None else _parse_time(value, now)
-    if "late_whtoday_reset" in data:
-        changes["late_whtoday_reset"] = _bool(data["late_whtoday_reset"], "late_whtoday_reset")
-    if "firmware" in data:
-        firmware = data["firmware"]
-        if firmware is not None and (not isinstance(firmware, str) or not firmware[:1].isdigit()):
-            raise ValueError("firmware must be a version such as 8.3.5433, or null")
-        changes["firmware"] = firmware
-    return changes
-
-
-def _parse_time(value: Any, now: datetime) -> datetime:
-    """An aware time from JSON: an ISO 8601 string with an offset, or "now" (simulated)."""
-    if value == "now":
-        return now
-    if not isinstance(value, str):
-        raise ValueError("a time must be an ISO 8601 string or 'now'")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"the time {value!r} needs a UTC offset, e.g. Z or +01:00")
-    return parsed.astimezone(UTC)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false")
-    return value
-
-
-def _object(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = data.get(name) or {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be an object")
-    return value
-
-
-def _json_object(request: Request) -> dict[str, Any]:
-    if not request.body.strip():
-        return {}
-    try:
-        data = request.json()
-    except ValueError:
-        raise ValueError("the body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    return data
-
-
-def _logged_to_json(entry: LoggedRequest) -> dict[str, Any]:
-    return {
-        "at": _iso(entry.at),
-        "service": entry.service,
-        "method": entry.method,
-        "path": entry.path,
-        "status": entry.status,
-    }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
