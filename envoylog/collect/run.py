@@ -18,6 +18,7 @@ from envoylog.db import credentials, gateways, runs, samples
 from envoylog.db.engine import describe_db_error, waiting_until
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
+from envoylog.db.runs import RunOutcome
 from envoylog.errors import DatabaseError, EnvoylogError, GatewayError
 from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import (
@@ -45,7 +46,7 @@ class GatewayRun:
 
     name: str
     serial: str | None = None
-    outcome: str = "running"  # "ok" | "partial" | "failed"
+    outcome: RunOutcome = "running"
     requests: int = 0
     cloud_requests: int = 0
     rows_added: dict[str, int] = field(default_factory=dict)

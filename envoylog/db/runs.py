@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Row
@@ -12,6 +12,12 @@ from envoylog.db.models import (
     Run,
 )
 from envoylog.db.sql import table_of
+
+# How a run ended: "running" until it does (and for good if its process died); "partial" when some endpoint
+# failed but readings were stored.
+RunOutcome = Literal["running", "ok", "partial", "failed"]
+# The outcomes of runs that read the gateway: they vouch for the minutes after them.
+SUCCESS: tuple[RunOutcome, ...] = ("ok", "partial")
 
 RUNS_TABLE = table_of(Run)
 
@@ -42,7 +48,7 @@ def finish_run(
     gateway_id: int | None,
     started_at: datetime | None = None,
     now: datetime,
-    outcome: str,
+    outcome: RunOutcome,
     requests: int,
     cloud_requests: int,
     rows_added: int,
@@ -77,6 +83,6 @@ def last_runs(conn: Connection, gateway_id: int) -> dict[str, Row[Any] | None]:
     )
     return {
         "last": conn.execute(base).one_or_none(),
-        "success": conn.execute(base.where(Run.outcome.in_(("ok", "partial")))).one_or_none(),
+        "success": conn.execute(base.where(Run.outcome.in_(SUCCESS))).one_or_none(),
         "error": conn.execute(base.where(Run.error.is_not(None))).one_or_none(),
     }

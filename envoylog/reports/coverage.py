@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from envoylog.db.models import Run
+from envoylog.db.runs import SUCCESS
 from envoylog.db.sql import table_of
 from envoylog.db.types import UtcDateTime
 from envoylog.reports.common import Day
@@ -44,7 +45,6 @@ UNCOVERED_SLOTS = 4  # the silences of the logger a day's row-by-row query takes
 
 GAP_NOTE_S = 15 * 60  # shorter silences of the logger show in coverage only
 GAP_NOTES = 3
-SUCCESS = ("ok", "partial")
 
 
 @dataclass

@@ -135,7 +135,7 @@ def _run_fields(conn: Connection, gateway_id: int | None, unattributed: str | No
     # Runs a second apart share a started_at (stored to the second): the id tells which came last.
     base = select(Run).where(or_(*mine)).order_by(Run.started_at.desc(), Run.id.desc()).limit(1)
     last = conn.execute(base).one_or_none()
-    success = conn.execute(base.where(Run.outcome.in_(("ok", "partial")))).one_or_none()
+    success = conn.execute(base.where(Run.outcome.in_(runs.SUCCESS))).one_or_none()
     error = conn.execute(base.where(Run.error.is_not(None))).one_or_none()
     # `at` is the start of a run, as it always was; `finished_at` is when it ended (null while it runs).
     return {
