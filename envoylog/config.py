@@ -48,7 +48,18 @@ ENVIRONMENT = {
 _GATEWAY_KEYS = {"host", "username", "password", "token", "serial", "fingerprint"}
 # A file for one gateway may keep its host, token, serial and fingerprint at the top level.
 _SINGLE_GATEWAY_KEYS = {"host", "token", "serial", "fingerprint"}
-_TOP_LEVEL_KEYS = {"db", "timezone", "enlighten_url", "entrez_url", "username", "password", "gateways"}
+_TOP_LEVEL_KEYS = {
+    "db",
+    "timezone",
+    "enlighten_url",
+    "entrez_url",
+    "username",
+    "password",
+    "gateways",
+    "collect",
+}
+_COLLECT_KEYS = {"workers", "db_connections", "shared", "quiet_minutes"}
+MAX_WORKERS = 1000
 _TOP_LEVEL_KEYS |= _SINGLE_GATEWAY_KEYS
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*\.?$"
@@ -77,6 +88,23 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class CollectSettings:
+    """How `collect` works through many gateways: the `[collect]` table of the config file."""
+
+    # Gateways read at once. Each is still asked one request at a time; a real gateway takes seconds per
+    # request, so a fleet needs many under way to be read within the minute.
+    workers: int = 100
+    # Database connections one collect process opens at most (PostgreSQL allows 100 in all by default).
+    db_connections: int = 8
+    # Several collectors run the same config (on several machines): each gateway is polled by whichever
+    # claims it first in a round; the others skip it silently instead of reporting it as held (exit 6).
+    shared: bool = False
+    # A gateway read successfully within this many minutes fails quietly (the run log keeps it, nothing is
+    # printed): its nightly outage or a reboot is not worth a mail. Past it, the failure is said once.
+    quiet_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a command needs to know, already validated."""
 
@@ -86,6 +114,7 @@ class Settings:
     entrez_url: str
     gateways: tuple[GatewaySettings, ...]
     config_path: Path | None = None
+    collect: CollectSettings = CollectSettings()
 
 
 def default_config_path() -> Path:
@@ -145,7 +174,33 @@ def load_settings(
         entrez_url=_validate_cloud_url(entrez or DEFAULT_ENTREZ_URL, "entrez_url"),
         gateways=_gateways(data, env),
         config_path=path if path.is_file() else None,
+        collect=_collect(data),
     )
+
+
+def _collect(data: Mapping[str, Any]) -> CollectSettings:
+    table = data.get("collect", {})
+    if not isinstance(table, dict):
+        raise ConfigError("'collect' in the config file must be a [collect] table")
+    _check_keys(table, _COLLECT_KEYS, "[collect]")
+    defaults = CollectSettings()
+    shared = table.get("shared", defaults.shared)
+    if not isinstance(shared, bool):
+        raise ConfigError(f"[collect] shared must be true or false, not {shared!r}")
+    return CollectSettings(
+        workers=_count(table, "workers", defaults.workers, MAX_WORKERS),
+        db_connections=_count(table, "db_connections", defaults.db_connections, 100),
+        shared=shared,
+        quiet_minutes=_count(table, "quiet_minutes", defaults.quiet_minutes, 1440),
+    )
+
+
+def _count(table: Mapping[str, Any], key: str, default: int, most: int) -> int:
+    value = table.get(key, default)
+    # bool is an int to Python; `workers = true` is a mistake all the same.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ConfigError(f"[collect] {key} must be a whole number from 1 to {most}, not {value!r}")
+    return value
 
 
 def _environment(environ: Mapping[str, str]) -> dict[str, str]:

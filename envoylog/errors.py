@@ -9,6 +9,8 @@ class EnvoylogError(Exception):
     """Base of every error envoylog reports to its user: one line, one exit code."""
 
     exit_code: ClassVar[int] = 1
+    # Transient, or said already: the exit code without the line (cron mails only what a job prints).
+    quiet: bool = False
 
     @property
     def status(self) -> int:
@@ -49,7 +51,7 @@ class DatabaseError(EnvoylogError):
 
 
 class LockedError(EnvoylogError):
-    """Another collect run holds the lock for this database."""
+    """Another collect is polling the gateway (or, for `demo --days`, holds the database)."""
 
     exit_code = 6
 
@@ -61,5 +63,5 @@ EXIT_CODES: dict[int, str] = {
     3: "authentication needs the user (bad credentials, MFA account without a token, token not renewable)",
     4: "gateway unreachable or answering errors only",
     5: "database error",
-    6: "another collect holds the lock for this database",
+    6: "another collect is polling the gateway",
 }

@@ -21,9 +21,8 @@ from conftest import Site
 from sqlalchemy import select
 
 from envoylog.collect.auth_store import store_token
-from envoylog.collect.run import GatewayRun, collect_all
-from envoylog.db import runs
-from envoylog.db.lock import collect_lock
+from envoylog.collect.run import GatewayRun, collect_all, raise_for_runs
+from envoylog.db import claims, runs
 from envoylog.db.migrate import open_database
 from envoylog.db.models import AuthRecord
 from envoylog.errors import AuthError, GatewayError, LockedError
@@ -268,9 +267,15 @@ def test_overlapping_collects_never_both_write(site: Site) -> None:
     site.collect()
     engine = open_database(site.db_url, create=True)
     try:
-        with collect_lock(engine), pytest.raises(LockedError) as info:
-            collect_all(site.settings(), clock=site.sim.clock.now, cloud_verify=str(site.sim.ca_file))
+        # Another collector, elsewhere, is polling the gateway right now.
+        assert claims.claim(engine, "home", "other-host pid 7 0000", lease_s=60) is None
+        site.sim.clear_request_log()
+        runs = collect_all(site.settings(), clock=site.sim.clock.now, cloud_verify=str(site.sim.ca_file))
+        with pytest.raises(LockedError) as info:
+            raise_for_runs(runs)
         assert info.value.status == 6
+        assert "other-host pid 7" in str(info.value)
+        assert site.sim.request_log() == []
     finally:
         engine.dispose()
 
@@ -281,11 +286,8 @@ def test_two_collects_at_once_store_no_duplicates(site: Site) -> None:
     outcomes: list[str] = []
 
     def one() -> None:
-        try:
-            collect_all(site.settings(), clock=site.sim.clock.now, cloud_verify=str(site.sim.ca_file))
-            outcomes.append("ran")
-        except LockedError:
-            outcomes.append("locked")
+        runs = collect_all(site.settings(), clock=site.sim.clock.now, cloud_verify=str(site.sim.ca_file))
+        outcomes.append("locked" if isinstance(runs[0].error, LockedError) else "ran")
 
     threads = [threading.Thread(target=one) for _ in range(3)]
     for thread in threads:

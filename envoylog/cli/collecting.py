@@ -48,7 +48,11 @@ def collect(
                 settings, every_s=every, deadline_s=deadline, warn=lambda line: typer.echo(line, err=True)
             )
             return
-        raise_for_runs(collect_all(settings, deadline_s=deadline))
+        runs = collect_all(settings, deadline_s=deadline)
+        for run in runs:
+            if run.recovered:
+                typer.echo(run.recovered)
+        raise_for_runs(runs)
 
     run_cli(ctx, action)
 

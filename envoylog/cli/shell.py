@@ -120,6 +120,8 @@ def run_cli(ctx: typer.Context, action: Callable[[Options], T]) -> T:
     try:
         return action(options)
     except EnvoylogError as exc:
+        if exc.quiet and not options.verbose:
+            raise typer.Exit(exc.status) from None
         fail(str(exc), exc.status, options.verbose)
     except SQLAlchemyError as exc:
         # A database that is locked, read-only, full, damaged or gone, met outside a command's own checks.

@@ -40,7 +40,8 @@ def collect_every(
             except ConfigError:
                 raise  # nothing will change by trying again
             except EnvoylogError as exc:
-                warn(f"envoylog: error: {exc}")
+                if not exc.quiet:
+                    warn(f"envoylog: error: {exc}")
             except SQLAlchemyError as exc:
                 # A database restarting under a long-running collector: the next cycle reconnects.
                 warn(f"envoylog: error: database error: {describe_db_error(exc)}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -12,19 +14,19 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.collect.auth_store import DatabaseAuthStore
+from envoylog.collect.escalation import escalate
 from envoylog.collect.read import read_gateway
 from envoylog.config import GatewaySettings, Settings
-from envoylog.db import credentials, gateways, runs, samples
-from envoylog.db.engine import describe_db_error, waiting_until
-from envoylog.db.lock import collect_lock
+from envoylog.db import claims, credentials, gateways, runs, samples
+from envoylog.db.engine import SQLITE_BEGIN, describe_db_error, waiting_until
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
-from envoylog.errors import DatabaseError, EnvoylogError, GatewayError
+from envoylog.errors import DatabaseError, EnvoylogError, GatewayError, LockedError
 from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import (
     GatewayClient,
 )
-from envoylog.gateway.cloud import CloudClient
+from envoylog.gateway.cloud import CloudClient, EnlightenLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
 from envoylog.readings import model
 from envoylog.readings.plausible import plausible_snapshot
@@ -53,9 +55,13 @@ class GatewayRun:
     endpoint_errors: list[str] = field(default_factory=list)
     error: EnvoylogError | None = None
     clock_offset: timedelta | None = None  # the gateway's clock minus this machine's, where they disagree
+    skipped: str | None = None  # why this run did not poll it: another collector had it
+    recovered: str | None = None  # the line that says a failure, said before, has cleared
 
     def summary(self) -> str:
         """One line for -v: requests made and rows added per series kind."""
+        if self.skipped:
+            return f"{self.name}: skipped, {self.skipped}"
         rows = ", ".join(f"{kind} {n}" for kind, n in sorted(self.rows_added.items())) or "none"
         text = (
             f"{self.name} ({self.serial or 'unknown serial'}): {self.outcome}; "
@@ -72,27 +78,123 @@ def collect_all(
     deadline_s: float = DEFAULT_DEADLINE_S,
     clock: Callable[[], datetime] = utc_now,
     cloud_verify: str | bool = True,
+    holder: str | None = None,
 ) -> list[GatewayRun]:
-    """One poll cycle of every configured gateway, one after another, under the database's collect lock."""
+    """One poll cycle of every configured gateway, many at once, each claimed for this run while polled.
+
+    Every gateway has the whole run until the deadline (no slices: one that hangs only holds up its own
+    worker). Opening and migrating the database comes first, so a new fleet's first gateway does not pay for
+    it. `holder` names this collector in the claims (by default this process).
+    """
     started = time.monotonic()
-    with waiting_until(started + deadline_s):
-        engine = open_database(settings.db_url, create=True)
+    deadline = started + deadline_s
+    options = settings.collect
+    workers = min(options.workers, len(settings.gateways))
+    with waiting_until(deadline):
+        engine = open_database(settings.db_url, create=True, connections=min(workers, options.db_connections))
+    # On SQLite every transaction takes the write lock at its start: read-then-write transactions of
+    # parallel workers would otherwise deadlock on the upgrade (SQLITE_BUSY at once, no waiting).
+    engine = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    shared = Shared(
+        engine=engine,
+        settings=settings,
+        deadline=deadline,
+        lease_s=deadline_s + CLAIM_MARGIN_S,
+        holder=holder or claims.this_process(),
+        clock=clock,
+        cloud_verify=cloud_verify,
+        logins=EnlightenLogins(),
+    )
     try:
-        with waiting_until(started + deadline_s), collect_lock(engine):
-            runs = []
-            for index, gateway in enumerate(settings.gateways):
-                # Each gateway gets a fair share of what is left, so one that hangs cannot starve the rest.
-                remaining = started + deadline_s - time.monotonic()
-                deadline = time.monotonic() + remaining / (len(settings.gateways) - index)
-                with waiting_until(deadline):
-                    run = collect_gateway(
-                        engine, settings, gateway, deadline=deadline, clock=clock, cloud_verify=cloud_verify
-                    )
-                log.info("%s", run.summary())
-                runs.append(run)
-            return runs
+        if options.shared:
+            with waiting_until(deadline), engine.connect() as conn:
+                shared.run_started_ms = claims.now_ms(conn)
+        if workers <= 1:
+            return [_claimed_run(shared, gateway) for gateway in settings.gateways]
+        order = list(settings.gateways)
+        if options.shared:
+            # Collectors sharing one config start at different places in it, so they rarely race for the
+            # same gateway.
+            cut = random.randrange(len(order))
+            order = order[cut:] + order[:cut]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envoylog-collect") as pool:
+            done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
+        return [done[gateway.name] for gateway in settings.gateways]
     finally:
         engine.dispose()
+
+
+CLAIM_MARGIN_S = 10.0  # a claim outlives its run's deadline by this much: the last writes, a slow exit
+
+
+@dataclass
+class Shared:
+    """What the gateways of one run share: the database, the deadline, the claims, the cloud logins."""
+
+    engine: Engine
+    settings: Settings
+    deadline: float
+    lease_s: float
+    holder: str
+    clock: Callable[[], datetime]
+    cloud_verify: str | bool
+    logins: EnlightenLogins
+    run_started_ms: int | None = None  # the database's clock at the start, when collectors share a config
+
+
+def _claimed_run(shared: Shared, gateway: GatewaySettings) -> GatewayRun:
+    """Claim the gateway, collect it, let go; a gateway another collector has is skipped."""
+    with waiting_until(shared.deadline):  # per thread: the deadline is a context variable
+        try:
+            refusal = claims.claim(
+                shared.engine,
+                gateway.name,
+                shared.holder,
+                lease_s=shared.lease_s,
+                run_started_ms=shared.run_started_ms,
+            )
+        except SQLAlchemyError as exc:
+            error = DatabaseError(f"cannot claim the gateway: {describe_db_error(exc)}")
+            return GatewayRun(gateway.name, outcome="failed", error=error)
+        if refusal is not None:
+            run = _skipped(gateway.name, refusal, shared.settings.collect.shared)
+            log.info("%s", run.summary())
+            return run
+        try:
+            run = collect_gateway(
+                shared.engine,
+                shared.settings,
+                gateway,
+                deadline=shared.deadline,
+                clock=shared.clock,
+                cloud_verify=shared.cloud_verify,
+                logins=shared.logins,
+            )
+        finally:
+            try:
+                claims.release(shared.engine, gateway.name, shared.holder)
+            except SQLAlchemyError as exc:
+                # Not fatal: the claim ends by itself at its time.
+                log.info("cannot release the claim on %s: %s", gateway.name, describe_db_error(exc))
+    log.info("%s", run.summary())
+    return run
+
+
+def _skipped(name: str, refusal: claims.Refusal, shared: bool) -> GatewayRun:
+    who = claims.holder_for_people(refusal.holder)
+    if refusal.reason == "done":
+        note = f"polled by another collector ({who}) since this run began"
+    else:
+        note = f"polled by another collector ({who}) for up to {refusal.seconds_left:.0f} s more"
+    run = GatewayRun(name, skipped=note)
+    if refusal.reason == "held" and not shared:
+        # Two collectors on one gateway outside a shared config: an overrun, a manual run, two configs that
+        # name the same gateway. Said, with exit 6; shared configs race for gateways by design.
+        run.error = LockedError(
+            f"another envoylog collect is running for gateway {name} ({who}, "
+            f"for up to {refusal.seconds_left:.0f} s more); this run did not poll it"
+        )
+    return run
 
 
 def collect_gateway(
@@ -103,10 +205,13 @@ def collect_gateway(
     deadline: float,
     clock: Callable[[], datetime] = utc_now,
     cloud_verify: str | bool = True,
+    logins: EnlightenLogins | None = None,
 ) -> GatewayRun:
     """Read one gateway and store what changed; every outcome is written to the run log."""
     run = GatewayRun(gateway.name)
-    cloud = CloudClient(settings.enlighten_url, settings.entrez_url, verify=cloud_verify, deadline=deadline)
+    cloud = CloudClient(
+        settings.enlighten_url, settings.entrez_url, verify=cloud_verify, deadline=deadline, logins=logins
+    )
     client: GatewayClient | None = None
     gateway_id: int | None = None
     started = clock()
@@ -187,6 +292,13 @@ def collect_gateway(
             client.close()
     run.requests = client.requests_made if client is not None else run.requests
     run.cloud_requests = cloud.requests_made
+    if gateway_id is not None:
+        try:
+            run.recovered = escalate(
+                engine, gateway_id, run.name, run.outcome, run.error, clock(), settings.collect.quiet_minutes
+            )
+        except SQLAlchemyError as exc:
+            log.info("cannot read the run log of %s: %s", gateway.name, describe_db_error(exc))
     _finish(engine, run_id, gateway_id, run, clock(), started)
     return run
 
@@ -262,11 +374,21 @@ class RunsFailed(EnvoylogError):
 
 
 def raise_for_runs(runs: list[GatewayRun]) -> None:
-    """Raise one error that names every failed gateway and carries the worst exit code."""
-    failed = [run for run in runs if run.error is not None]
+    """Raise one error that names every failed gateway and carries the worst exit code.
+
+    Failures that are quiet (transient, or said already) keep their exit code but are named only when no
+    other failure is: then the error is quiet too.
+    """
+    failed = [run.error for run in runs if run.error is not None]
     if not failed:
         return
     if len(runs) == 1:
-        raise failed[0].error  # type: ignore[misc]
-    message = "; ".join(f"gateway {run.name}: {run.error}" for run in failed)
-    raise RunsFailed(message, max(run.error.status for run in failed if run.error is not None))
+        raise failed[0]
+    said = [run for run in runs if run.error is not None and not run.error.quiet] or [
+        run for run in runs if run.error is not None
+    ]
+    error = RunsFailed(
+        "; ".join(f"gateway {run.name}: {run.error}" for run in said), max(e.status for e in failed)
+    )
+    error.quiet = all(e.quiet for e in failed)
+    raise error

@@ -53,8 +53,11 @@ class NoDatabase(ConfigError):
 FIRST_STEP = "run envoylog collect or envoylog demo first"
 
 
-def create_db_engine(url: str, *, create: bool = False) -> Engine:
+def create_db_engine(url: str, *, create: bool = False, connections: int | None = None) -> Engine:
     """An engine for `url`; with `create`, a new SQLite file (readable by its owner only) is made for it.
+
+    `connections` caps the connections the engine opens (threads beyond it wait their turn); by default
+    SQLAlchemy's pool of 5 plus 10 for bursts.
 
     Without `create` a SQLite file that does not exist is refused: a mistyped path must not leave an empty
     database (and its folders) behind.
@@ -66,13 +69,17 @@ def create_db_engine(url: str, *, create: bool = False) -> Engine:
             _create_sqlite_file(path)
         elif not path.is_file():
             raise NoDatabase(f"no database at {path}: {FIRST_STEP}")
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, _pool(connections))
     try:
         # hide_parameters: a failing statement's message must not carry a token or a session id.
         # A server that accepts the connection and never answers: given up on by the run's deadline.
         connect_timeout = max(1, min(CONNECT_TIMEOUT_S, _wait_ms() // 1000))
         engine = create_engine(
-            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": connect_timeout}
+            url,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args={"connect_timeout": connect_timeout},
+            **_pool(connections),
         )
     except ModuleNotFoundError as exc:
         raise ConfigError(
@@ -90,6 +97,13 @@ def create_db_engine(url: str, *, create: bool = False) -> Engine:
     return engine
 
 
+def _pool(connections: int | None) -> dict[str, Any]:
+    if connections is None:
+        return {}
+    # A thread waits for a free connection at most as long as a command waits for the database.
+    return {"pool_size": connections, "max_overflow": 0, "pool_timeout": WAIT_S * 6}
+
+
 def _create_sqlite_file(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +114,8 @@ def _create_sqlite_file(path: Path) -> None:
         raise DatabaseError(f"cannot create the SQLite database {path}: {exc.strerror}") from None
 
 
-def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": WAIT_S}, hide_parameters=True)
+def _sqlite_engine(url: str, pool: dict[str, Any]) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": WAIT_S}, hide_parameters=True, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

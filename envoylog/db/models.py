@@ -174,3 +174,19 @@ class Event(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     kind: Mapped[str] = mapped_column(String(32))  # "firmware_changed" | "discovered"
     detail: Mapped[str] = mapped_column(Text)
+
+
+class Claim(Base):
+    """Which collector polls a gateway now: several collectors share a database, never a gateway.
+
+    Times are milliseconds since the epoch by the database's clock (PostgreSQL's, or SQLite's machine), so
+    collectors on machines whose clocks disagree still agree on when a claim ends.
+    """
+
+    __tablename__ = "claims"
+
+    gateway_name: Mapped[str] = mapped_column(String(100), primary_key=True)  # the config's name
+    holder: Mapped[str] = mapped_column(String(200))  # "host pid N nonce"
+    claimed_ms: Mapped[int] = mapped_column(BigInteger)
+    until_ms: Mapped[int] = mapped_column(BigInteger)  # a collector that dies lets go at this time
+    done_ms: Mapped[int | None] = mapped_column(BigInteger)  # when its holder finished polling it

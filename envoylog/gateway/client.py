@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
-from urllib3.exceptions import InsecureRequestWarning
 
 from envoylog.errors import GatewayError
 from envoylog.gateway.http import BodyTooLarge, BoundedSession, DeadlineReached
@@ -54,7 +52,7 @@ class GatewayClient:
         self.base_url = base_url.rstrip("/")
         self.deadline = deadline
         self.requests_made = 0
-        self.session = BoundedSession(fingerprint=fingerprint)
+        self.session = BoundedSession(fingerprint=fingerprint, self_signed=True)
         # The gateway's clock as its last answer's Date header gave it, and when (monotonic) that was.
         self.gateway_time: tuple[datetime, float] | None = None
 
@@ -81,19 +79,17 @@ class GatewayClient:
         timeout = (min(CONNECT_TIMEOUT_S, remaining), min(READ_TIMEOUT_S, remaining))
         started = time.monotonic()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", InsecureRequestWarning)
-                # verify per request: requests lets REQUESTS_CA_BUNDLE override a session-level False.
-                # The gateway's certificate is self-signed; a configured fingerprint pins it instead.
-                response, body = self.session.fetch(
-                    "GET",
-                    f"{self.base_url}{path}",
-                    deadline=self.deadline,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    verify=False,
-                    **kwargs,
-                )
+            # verify per request: requests lets REQUESTS_CA_BUNDLE override a session-level False.
+            # The gateway's certificate is self-signed; a configured fingerprint pins it instead.
+            response, body = self.session.fetch(
+                "GET",
+                f"{self.base_url}{path}",
+                deadline=self.deadline,
+                timeout=timeout,
+                allow_redirects=False,
+                verify=False,
+                **kwargs,
+            )
         except DeadlineReached:
             self.requests_made += 1
             waited = time.monotonic() - started

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +72,42 @@ class _Reply:
             raise CloudUnavailable(f"{what} answered HTTP {self.status}")
 
 
+@dataclass
+class _Account:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    session_id: str | None = None
+    failure: CloudError | None = None
+
+
+class EnlightenLogins:
+    """The Enlighten logins of one run, one per account: every gateway of an account shares it.
+
+    An account with a hundred gateways due for tokens logs in once, not a hundred times (which is how
+    accounts get rate-limited or locked); a refused login is not repeated by the account's other gateways.
+    Thread-safe: the gateways of one account wait for the first one's login.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accounts: dict[tuple[str, str, str], _Account] = {}
+
+    def session_id(self, key: tuple[str, str, str], login: Callable[[], str]) -> str:
+        """The account's session id, logging in with `login` the first time it is asked for."""
+        with self._lock:
+            account = self._accounts.setdefault(key, _Account())
+        with account.lock:
+            if account.failure is not None:
+                # A new exception each time: the caller records its own back-off on it.
+                raise type(account.failure)(str(account.failure))
+            if account.session_id is None:
+                try:
+                    account.session_id = login()
+                except CloudError as exc:
+                    account.failure = exc
+                    raise
+            return account.session_id
+
+
 class CloudClient:
     """Requests to Enlighten and Entrez, counted, each ending by the deadline (a time.monotonic() value)."""
 
@@ -80,8 +118,10 @@ class CloudClient:
         *,
         verify: str | bool = True,
         deadline: float | None = None,
+        logins: EnlightenLogins | None = None,
     ) -> None:
         self.enlighten_url = enlighten_url
+        self.logins = logins if logins is not None else EnlightenLogins()
         self.entrez_url = entrez_url
         self.verify = verify  # True: the system's CAs or REQUESTS_CA_BUNDLE; a path: that CA file
         self.deadline = deadline
@@ -90,20 +130,10 @@ class CloudClient:
     def fetch_token(self, *, username: str, password: str, serial: str) -> TokenInfo:
         """Log into Enlighten and ask Entrez for a token for the gateway `serial`."""
         with BoundedSession() as session:  # verifies TLS; REQUESTS_CA_BUNDLE is honoured by requests
-            login = self._post(
-                session,
-                f"{self.enlighten_url}/login/login.json",
-                "Enlighten login",
-                data={"user[email]": username, "user[password]": password},
+            session_id = self.logins.session_id(
+                (self.enlighten_url, username.casefold(), password),
+                lambda: self._login(session, username, password),
             )
-            if login.status in (401, 403):
-                raise CloudRefused(f"Enlighten refused the username or password of {username}")
-            login.check("Enlighten login")
-            body = login.json("Enlighten login")
-            session_id = body.get("session_id") if isinstance(body, dict) else None
-            if not session_id:
-                # An account with MFA gets a 200 without session_id: not a wrong password.
-                raise CloudMfa(MFA_HINT)
             answer = self._post(
                 session,
                 f"{self.entrez_url}/tokens",
@@ -119,6 +149,23 @@ class CloudClient:
             raise CloudUnavailable("Entrez answered something that is not a token") from None
         log.info("new %s token from the Enphase cloud, valid until %s", token.enphase_user, token.expires_at)
         return token
+
+    def _login(self, session: BoundedSession, username: str, password: str) -> str:
+        login = self._post(
+            session,
+            f"{self.enlighten_url}/login/login.json",
+            "Enlighten login",
+            data={"user[email]": username, "user[password]": password},
+        )
+        if login.status in (401, 403):
+            raise CloudRefused(f"Enlighten refused the username or password of {username}")
+        login.check("Enlighten login")
+        body = login.json("Enlighten login")
+        session_id = body.get("session_id") if isinstance(body, dict) else None
+        if not session_id:
+            # An account with MFA gets a 200 without session_id: not a wrong password.
+            raise CloudMfa(MFA_HINT)
+        return str(session_id)
 
     def _post(self, session: BoundedSession, url: str, what: str, **kwargs: Any) -> _Reply:
         self.requests_made += 1

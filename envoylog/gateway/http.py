@@ -75,7 +75,10 @@ class SocketWatch:
 
 
 def _watched_pool(
-    pool: type[HTTPConnectionPool], connection: type[HTTPConnection], watch: SocketWatch
+    pool: type[HTTPConnectionPool],
+    connection: type[HTTPConnection],
+    watch: SocketWatch,
+    self_signed: bool = False,
 ) -> Any:
     class WatchedConnection(connection):  # type: ignore[valid-type,misc]
         def connect(self) -> None:
@@ -85,15 +88,27 @@ def _watched_pool(
     class WatchedPool(pool):  # type: ignore[valid-type,misc]
         ConnectionCls = WatchedConnection
 
+        def _validate_conn(self, conn: Any) -> None:
+            if not self_signed:
+                super()._validate_conn(conn)
+                return
+            # The HTTPS pool's own check, less its InsecureRequestWarning: the gateway's certificate is
+            # self-signed, knowingly not verified (or pinned). Silenced here rather than by a warnings
+            # filter, which is process-wide and not safe while other threads make requests.
+            HTTPConnectionPool._validate_conn(self, conn)
+            if conn.is_closed:
+                conn.connect()
+
     return WatchedPool
 
 
 class _WatchedAdapter(HTTPAdapter):
     """An adapter whose connections report their sockets to a SocketWatch (and may pin a certificate)."""
 
-    def __init__(self, watch: SocketWatch, fingerprint: str | None = None) -> None:
+    def __init__(self, watch: SocketWatch, fingerprint: str | None = None, self_signed: bool = False) -> None:
         self._watch = watch
         self._fingerprint = fingerprint
+        self._self_signed = self_signed
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -103,19 +118,22 @@ class _WatchedAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
             "http": _watched_pool(HTTPConnectionPool, HTTPConnection, self._watch),
-            "https": _watched_pool(HTTPSConnectionPool, HTTPSConnection, self._watch),
+            "https": _watched_pool(HTTPSConnectionPool, HTTPSConnection, self._watch, self._self_signed),
         }
 
 
 class BoundedSession(requests.Session):
     """A requests Session whose `fetch` ends by a deadline and reads at most MAX_BODY_BYTES."""
 
-    def __init__(self, *, fingerprint: str | None = None, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, *, fingerprint: str | None = None, self_signed: bool = False, max_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         super().__init__()
         self.headers["User-Agent"] = "envoylog"
         self.watch = SocketWatch()
         self.max_bytes = max_bytes
-        self.mount("https://", _WatchedAdapter(self.watch, fingerprint))
+        # self_signed: the peer's certificate is not checked against CAs (a gateway), so no warning about it.
+        self.mount("https://", _WatchedAdapter(self.watch, fingerprint, self_signed))
         self.mount("http://", _WatchedAdapter(self.watch))
 
     def fetch(

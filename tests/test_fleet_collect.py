@@ -1,0 +1,170 @@
+"""Collecting many gateways: claims per gateway, a pool of workers, the whole deadline for each gateway."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from envoylog.collect.run import collect_all
+from envoylog.config import CollectSettings, GatewaySettings, Settings, load_settings
+from envoylog.db import claims
+from envoylog.db.migrate import open_database
+from envoylog.errors import ConfigError
+from envoylog.simulator import Simulator
+from envoylog.simulator.faults import EndpointFault
+from envoylog.simulator.profiles import get_profile
+from tests.conftest import Site
+
+OTHER = "other-host pid 7 0000"
+ME = "this-host pid 8 1111"
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    engine = open_database(db_url, create=True)
+    yield engine  # type: ignore[misc]
+    engine.dispose()
+
+
+# --- claims -----------------------------------------------------------------------------------------
+
+
+def test_a_claimed_gateway_is_refused_to_another_collector_until_released(engine: Engine) -> None:
+    assert claims.claim(engine, "home", OTHER, lease_s=60) is None
+    refusal = claims.claim(engine, "home", ME, lease_s=60)
+    assert refusal is not None and refusal.reason == "held"
+    assert claims.holder_for_people(refusal.holder) == "other-host pid 7"
+    assert 55 < refusal.seconds_left <= 60
+    # Other gateways are free all the while: collectors share the database, not the gateways.
+    assert claims.claim(engine, "barn", ME, lease_s=60) is None
+    # Its own holder may claim it again (the next cycle of `collect --every`).
+    assert claims.claim(engine, "home", OTHER, lease_s=60) is None
+    claims.release(engine, "home", OTHER)
+    assert claims.claim(engine, "home", ME, lease_s=60) is None
+
+
+def test_a_collector_that_dies_lets_go_when_its_claim_runs_out(engine: Engine) -> None:
+    assert claims.claim(engine, "home", OTHER, lease_s=0.2) is None  # and then it is killed
+    assert claims.claim(engine, "home", ME, lease_s=60) is not None
+    time.sleep(0.3)
+    assert claims.claim(engine, "home", ME, lease_s=60) is None
+
+
+def test_collectors_sharing_a_config_poll_a_gateway_once_per_round(engine: Engine) -> None:
+    with engine.connect() as conn:
+        my_start = claims.now_ms(conn)
+    time.sleep(0.01)
+    # The other collector polled "home" after this one started its round: not again in this round.
+    assert claims.claim(engine, "home", OTHER, lease_s=60) is None
+    claims.release(engine, "home", OTHER)
+    refusal = claims.claim(engine, "home", ME, lease_s=60, run_started_ms=my_start)
+    assert refusal is not None and refusal.reason == "done"
+    # The next round (started after that poll) takes it.
+    time.sleep(0.01)
+    with engine.connect() as conn:
+        next_start = claims.now_ms(conn)
+    assert claims.claim(engine, "home", ME, lease_s=60, run_started_ms=next_start) is None
+
+
+# --- collect with several gateways ---------------------------------------------------------------------
+
+
+def two_gateways(site: Site, second: Simulator, **collect: object) -> Settings:
+    """The site's gateway and a second simulated one (its token issued by its own cloud)."""
+    return replace(
+        site.settings(),
+        gateways=(
+            *site.settings().gateways,
+            GatewaySettings(name="barn", host=second.gateway_url, token=second.issue_token()),
+        ),
+        collect=CollectSettings(**collect),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def second(tmp_path: Path) -> Simulator:
+    profile = replace(get_profile("metered"), serial="122446009999")
+    with Simulator(profile, state_dir=tmp_path / "second", seed=2) as simulator:
+        yield simulator  # type: ignore[misc]
+
+
+def test_each_gateway_has_the_whole_deadline_and_they_are_read_at_once(site: Site, second: Simulator) -> None:
+    collect_all(two_gateways(site, second), cloud_verify=str(site.sim.ca_file))  # tokens, discovery
+    # Both gateways take 2.5 s for their main endpoint. In turns, with the deadline shared out, the first
+    # would get half of 4 s and fail; read at once, each with the whole deadline, both are stored.
+    for sim in (site.sim, second):
+        sim.clock.advance(timedelta(minutes=1))
+        sim.set_endpoint_fault("/production.json", EndpointFault(hang_seconds=2.5))
+    runs = collect_all(two_gateways(site, second), deadline_s=4.0, cloud_verify=str(site.sim.ca_file))
+    assert [(run.name, run.outcome, run.error) for run in runs] == [
+        ("home", "ok", None),
+        ("barn", "ok", None),
+    ]
+    assert all(sum(run.rows_added.values()) > 0 for run in runs)
+    stored = site.query("SELECT gateway_name, outcome FROM runs ORDER BY gateway_name, started_at")
+    assert stored == [("barn", "ok"), ("barn", "ok"), ("home", "ok"), ("home", "ok")]
+
+
+def test_a_gateway_held_by_another_collector_is_skipped_and_the_rest_collected(
+    site: Site, second: Simulator
+) -> None:
+    engine = open_database(site.db_url, create=True)
+    try:
+        assert claims.claim(engine, "barn", OTHER, lease_s=60) is None
+    finally:
+        engine.dispose()
+    second.clear_request_log()
+    home, barn = collect_all(two_gateways(site, second), cloud_verify=str(site.sim.ca_file))
+    assert home.outcome == "ok" and home.rows_added
+    assert barn.skipped is not None and "other-host pid 7" in barn.skipped
+    assert barn.error is not None and barn.error.status == 6  # two configs naming one gateway: said
+    assert second.request_log() == []  # never polled by two collectors at once
+    # With a shared config, racing for gateways is the design: skipped without an error.
+    home, barn = collect_all(two_gateways(site, second, shared=True), cloud_verify=str(site.sim.ca_file))
+    assert barn.skipped is not None and barn.error is None
+    assert second.request_log() == []
+
+
+def test_one_collect_opens_no_more_database_connections_than_configured(
+    site: Site, second: Simulator
+) -> None:
+    settings = two_gateways(site, second, workers=2, db_connections=1)
+    runs = collect_all(settings, cloud_verify=str(site.sim.ca_file))
+    # Two workers share one connection, waiting their turn: both are stored all the same.
+    assert [run.outcome for run in runs] == ["ok", "ok"]
+
+
+# --- configuration -------------------------------------------------------------------------------------
+
+
+def test_collect_table_in_the_config_file(tmp_path: Path, isolated_env: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[collect]\nworkers = 250\ndb_connections = 4\nshared = true\n")
+    assert load_settings(config=config, environ={}).collect == CollectSettings(250, 4, True)
+    config.write_text("")
+    assert load_settings(config=config, environ={}).collect == CollectSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workers = 0", "[collect] workers must be a whole number from 1 to 1000, not 0"),
+        ("workers = true", "[collect] workers must be a whole number from 1 to 1000, not True"),
+        ("db_connections = 500", "[collect] db_connections must be a whole number from 1 to 100, not 500"),
+        ('shared = "yes"', "[collect] shared must be true or false, not 'yes'"),
+        ("threads = 4", "unknown key 'threads' in [collect]"),
+    ],
+)
+def test_bad_collect_settings_are_one_line_errors(
+    tmp_path: Path, isolated_env: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f"[collect]\n{text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config=config, environ={})
+    assert message in str(info.value)
