@@ -9,7 +9,9 @@ read in chunks up to a size cap, so an endless answer cannot fill the memory of 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -102,6 +104,16 @@ def _watched_pool(
     return WatchedPool
 
 
+@functools.cache
+def _self_signed_context() -> ssl.SSLContext:
+    """One TLS context for every gateway: no CA store to load (20 ms of CPU each time) for a certificate that
+    no CA signed. A pinned fingerprint is still checked, by urllib3, after the handshake."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class _WatchedAdapter(HTTPAdapter):
     """An adapter whose connections report their sockets to a SocketWatch (and may pin a certificate)."""
 
@@ -112,6 +124,8 @@ class _WatchedAdapter(HTTPAdapter):
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._self_signed:
+            kwargs["ssl_context"] = _self_signed_context()
         if self._fingerprint:
             # The gateway's certificate is self-signed: its SHA-256 is checked instead of a CA chain.
             kwargs["assert_fingerprint"] = self._fingerprint
