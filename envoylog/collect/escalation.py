@@ -30,16 +30,22 @@ def escalate(
     window: int,
 ) -> str | None:
     """Quiet a transient gateway failure, or name one that became real; returns the line a recovery says."""
-    with engine.connect() as conn:
-        history = runs.last_runs(conn, gateway_id)  # this run is not among them until it is finished
-    success, previous = history["success"], history["last"]
     quiet_for = timedelta(minutes=window)
-    if outcome in SUCCESS:
-        if success is not None and _was_said(previous, success, quiet_for):
-            gap = _minutes(now - success.finished_at)
-            return f"gateway {name}: read again after {gap} without a successful read"
-        return None
-    if not isinstance(error, GatewayError) or success is None:
+    with engine.connect() as conn:
+        # This run is not in the run log's reckoning until it is finished (its row has no gateway yet).
+        previous = runs.last_run(conn, gateway_id)
+        if outcome in SUCCESS:
+            if previous is None or previous.outcome in SUCCESS:
+                return None  # the common case: one query
+            success = runs.last_run(conn, gateway_id, successful=True)
+            if success is not None and _was_said(previous, success, quiet_for):
+                gap = _minutes(now - success.finished_at)
+                return f"gateway {name}: read again after {gap} without a successful read"
+            return None
+        if not isinstance(error, GatewayError):
+            return None
+        success = runs.last_run(conn, gateway_id, successful=True)
+    if success is None:
         return None
     if now - success.finished_at < quiet_for or _was_said(previous, success, quiet_for):
         error.quiet = True

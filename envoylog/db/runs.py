@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Row
@@ -70,6 +70,18 @@ def finish_run(
             error=error,
         )
     )
+
+
+def last_run(conn: Connection, gateway_id: int, *, successful: bool = False) -> Row[Any] | None:
+    """The gateway's newest finished-or-running run (only those that read it, with `successful`)."""
+    query = (
+        select(Run.outcome, Run.started_at, Run.finished_at)
+        .where(Run.gateway_id == gateway_id)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(query.where(Run.outcome.in_(SUCCESS)) if successful else query).one_or_none()
+    return cast("Row[Any] | None", row)
 
 
 def last_runs(conn: Connection, gateway_id: int) -> dict[str, Row[Any] | None]:

@@ -1,0 +1,261 @@
+"""A fleet: N simulated gateways at a real gateway's pace, collected by `envoylog collect` processes.
+
+    python benchmarks/fleet.py --gateways 1000 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python benchmarks/fleet.py --gateways 100 --collectors 2          # two processes share one database
+
+The simulated fleet runs in a process of its own (`envoylog simulate --gateways N --latency realistic`), its
+clock at real time, noon on a summer day where the gateways are. Each `collect` starts at the top of a minute,
+as cron starts it: the first run (tokens, discovery), then steady-state runs. Measured per run: wall time and
+peak memory of each collect process (wait4), the database connections it held (PostgreSQL's
+pg_stat_activity, sampled), and from the run log: gateways read, with new readings, requests per gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+APP = "envoylog-bench"  # application_name of the collectors' PostgreSQL connections
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--gateways", type=int, default=100)
+    parser.add_argument("--accounts", type=int, default=10, help="Enlighten accounts the gateways belong to")
+    parser.add_argument("--steady", type=int, default=3, help="steady-state runs after the first")
+    parser.add_argument("--collectors", type=int, default=1, help="collect processes per run, one config")
+    parser.add_argument("--postgres", help="a PostgreSQL URL (a fresh schema is made in it); else SQLite")
+    parser.add_argument("--latency", default="realistic")
+    parser.add_argument("--workers", type=int, default=None, help="[collect] workers (default: envoylog's)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="envoylog-fleet-") as tmp:
+        work = Path(tmp)
+        db_url, cleanup = fresh_database(args.postgres, work)
+        try:
+            config = work / "fleet.toml"
+            fleet = start_fleet(args.gateways, args.accounts, args.latency, config, work)
+            try:
+                add_collect_table(config, db_url, args.collectors > 1, args.workers)
+                results = [timed_round(config, db_url, args.collectors, "first") for _ in range(1)]
+                for _ in range(args.steady):
+                    results.append(timed_round(config, db_url, args.collectors, "steady"))
+            finally:
+                fleet.send_signal(signal.SIGINT)
+                fleet.wait(timeout=60)
+        finally:
+            cleanup()
+    report(args, results)
+
+
+# --- the database --------------------------------------------------------------------------------------
+
+
+def fresh_database(postgres: str | None, work: Path) -> tuple[str, Any]:
+    if not postgres:
+        return f"sqlite:///{work / 'fleet.db'}", lambda: None
+    schema = f"fleet_{os.getpid()}"
+    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(postgres).update_query_dict(
+        {"options": f"-csearch_path={schema}", "application_name": APP}
+    )
+
+    def cleanup() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+    return url.render_as_string(hide_password=False), cleanup
+
+
+def add_collect_table(config: Path, db_url: str, shared: bool, workers: int | None) -> None:
+    """Point the fleet's config at the database and set the [collect] table."""
+    lines = config.read_text().splitlines()
+    lines = [line for line in lines if not line.startswith("db =")]
+    table = ["[collect]", f"shared = {'true' if shared else 'false'}"]
+    if workers:
+        table.append(f"workers = {workers}")
+    config.write_text("\n".join([f"db = {json.dumps(db_url)}", *lines, "", *table, ""]))
+
+
+# --- the fleet -----------------------------------------------------------------------------------------
+
+
+def start_fleet(
+    gateways: int, accounts: int, latency: str, config: Path, work: Path
+) -> subprocess.Popen[str]:
+    """`envoylog simulate --gateways N` in its own process, at noon local on a summer day; its config."""
+    noon = datetime(2026, 6, 21, 10, 0, tzinfo=UTC)  # noon in the profile's zone (Europe/Amsterdam)
+    command = [
+        sys.executable,
+        "-m",
+        "envoylog",
+        "simulate",
+        "--gateways",
+        str(gateways),
+        "--accounts",
+        str(accounts),
+        "--latency",
+        latency,
+        "--port",
+        "0",
+        "--start",
+        noon.isoformat(),
+        "--state-dir",
+        str(work / "sim"),
+        "--write-config",
+        str(config),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # noqa: S603
+    started = time.monotonic()
+    while not config.exists():
+        if process.poll() is not None:
+            raise SystemExit(f"the fleet did not start: {process.stdout.read() if process.stdout else ''}")
+        if time.monotonic() - started > 300:
+            raise SystemExit("the fleet did not start within 5 minutes")
+        time.sleep(0.2)
+    time.sleep(0.5)  # the config is written once the servers listen
+    print(f"fleet of {gateways} up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return process
+
+
+def fleet_environment(work_config: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("ENVOYLOG_DB", None)
+    ca = work_config.parent / "sim" / "ca.pem"
+    env["REQUESTS_CA_BUNDLE"] = str(ca)
+    return env
+
+
+# --- one round of collecting ----------------------------------------------------------------------------
+
+
+def timed_round(config: Path, db_url: str, collectors: int, kind: str) -> dict[str, Any]:
+    """Start `collectors` collect processes at the top of the next minute; measure them and the run log."""
+    wait_for_minute()
+    began = datetime.now(UTC)
+    peak_connections = [0]
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_connections, args=(db_url, peak_connections, stop), daemon=True)
+    sampler.start()
+    command = [sys.executable, "-m", "envoylog", "--config", str(config), "collect"]
+    env = fleet_environment(config)
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
+        for _ in range(collectors)
+    ]
+    measured = []
+    for process in processes:
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = (datetime.now(UTC) - began).total_seconds()
+        err = process.stderr.read() if process.stderr else ""
+        measured.append(
+            {
+                "exit": process.returncode,
+                "wall_s": wall,
+                "rss_mb": usage.ru_maxrss / 1024,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "stderr": err.strip()[:300],
+            }
+        )
+    stop.set()
+    sampler.join()
+    result = {"kind": kind, "processes": measured, "connections": peak_connections[0]}
+    result.update(run_log(db_url, began))
+    return result
+
+
+def wait_for_minute() -> None:
+    now = time.time()
+    time.sleep(60 - now % 60 + 0.05)
+
+
+def sample_connections(db_url: str, peak: list[int], stop: threading.Event) -> None:
+    if not db_url.startswith("postgresql"):
+        return
+    base = make_url(db_url).set(query={})
+    engine = create_engine(base)
+    with engine.connect() as conn:
+        while not stop.wait(0.2):
+            held = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :app"), {"app": APP}
+            ).scalar_one()
+            peak[0] = max(peak[0], int(held))
+            conn.rollback()
+    engine.dispose()
+
+
+def run_log(db_url: str, since: datetime) -> dict[str, Any]:
+    """What the runs of this round say: gateways read, with new readings, requests, polled twice."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT gateway_name, outcome, requests, rows_added FROM runs WHERE started_at >= :since"
+                ),
+                {"since": since.replace(microsecond=0) if "postgresql" in db_url else int(since.timestamp())},
+            ).all()
+            configured = conn.execute(text("SELECT count(*) FROM claims")).scalar_one()
+    finally:
+        engine.dispose()
+    names = [row.gateway_name for row in rows]
+    requests = [row.requests for row in rows]
+    return {
+        "runs": len(rows),
+        "gateways_claimed": int(configured),
+        "polled_twice": len(names) - len(set(names)),
+        "ok": sum(1 for row in rows if row.outcome in ("ok", "partial")),
+        "new_readings": sum(1 for row in rows if row.rows_added > 0),
+        "requests_mean": statistics.fmean(requests) if requests else 0.0,
+        "requests_max": max(requests, default=0),
+    }
+
+
+def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    database = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        f"{args.gateways} gateways, {args.accounts} accounts, latency {args.latency}, {database}, "
+        f"{args.collectors} collector process(es)"
+    )
+    print(
+        "| run | wall s | CPU s | peak RSS MB | DB connections | runs | ok | new readings | polled twice "
+        "| requests/gateway mean (max) | exit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        processes = result["processes"]
+        print(
+            f"| {result['kind']} | {max(p['wall_s'] for p in processes):.1f} "
+            f"| {sum(p['cpu_s'] for p in processes):.1f} | {max(p['rss_mb'] for p in processes):.0f} "
+            f"| {result['connections'] or 'n/a'} | {result['runs']} | {result['ok']} "
+            f"| {result['new_readings']} "
+            f"| {result['polled_twice']} | {result['requests_mean']:.2f} ({result['requests_max']}) "
+            f"| {','.join(str(p['exit']) for p in processes)} |"
+        )
+        for process in processes:
+            if process["stderr"]:
+                print(f"    stderr: {process['stderr']}")
+
+
+if __name__ == "__main__":
+    main()
