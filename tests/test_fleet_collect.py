@@ -168,3 +168,20 @@ def test_bad_collect_settings_are_one_line_errors(
     with pytest.raises(ConfigError) as info:
         load_settings(config=config, environ={})
     assert message in str(info.value)
+
+
+def test_gateways_left_out_by_the_deadline_come_first_the_next_run(site: Site, second: Simulator) -> None:
+    settings = two_gateways(site, second, workers=1)
+    collect_all(settings, cloud_verify=str(site.sim.ca_file))  # tokens, discovery
+    site.sim.set_endpoint_fault("/production.json", EndpointFault(hang_seconds=3.5))
+    # One worker, 4 s: the slow "home" takes them all and "barn" is not reached.
+    home, barn = collect_all(settings, deadline_s=4.0, cloud_verify=str(site.sim.ca_file))
+    assert home.error is None
+    assert barn.error is not None and barn.error.status == 4
+    assert str(barn.error).startswith("not reached before the run's deadline: 1 workers could not read 2")
+    assert barn.error.quiet  # read a moment ago: the run log keeps it, no mail
+    # The next run starts with the gateway left out.
+    second.clear_request_log()
+    home, barn = collect_all(settings, deadline_s=4.0, cloud_verify=str(site.sim.ca_file))
+    assert barn.error is None and second.request_log() != []
+    assert home.outcome == "partial"  # then the slow one, in the time left

@@ -23,9 +23,7 @@ from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
 from envoylog.errors import DatabaseError, EnvoylogError, GatewayError, LockedError
 from envoylog.gateway.auth import GatewayAuth
-from envoylog.gateway.client import (
-    GatewayClient,
-)
+from envoylog.gateway.client import GatewayClient, GatewayUnreachable
 from envoylog.gateway.cloud import CloudClient, EnlightenLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
 from envoylog.readings import model
@@ -100,6 +98,7 @@ def collect_all(
         settings=settings,
         deadline=deadline,
         lease_s=deadline_s + CLAIM_MARGIN_S,
+        min_start_s=min(MIN_START_S, deadline_s / 4),
         holder=holder or claims.this_process(),
         clock=clock,
         cloud_verify=cloud_verify,
@@ -109,14 +108,10 @@ def collect_all(
         if options.shared:
             with waiting_until(deadline), engine.connect() as conn:
                 shared.run_started_ms = claims.now_ms(conn)
-        if workers <= 1:
-            return [_claimed_run(shared, gateway) for gateway in settings.gateways]
-        order = list(settings.gateways)
-        if options.shared:
-            # Collectors sharing one config start at different places in it, so they rarely race for the
-            # same gateway.
-            cut = random.randrange(len(order))
-            order = order[cut:] + order[:cut]
+        if len(settings.gateways) == 1:
+            return [_claimed_run(shared, settings.gateways[0])]
+        with waiting_until(deadline):
+            order = _order(engine, settings)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envoylog-collect") as pool:
             done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
         return [done[gateway.name] for gateway in settings.gateways]
@@ -124,7 +119,21 @@ def collect_all(
         engine.dispose()
 
 
+def _order(engine: Engine, settings: Settings) -> list[GatewaySettings]:
+    """The order in which the workers take the gateways."""
+    if settings.collect.shared:
+        # Collectors sharing one config start at different places in it, so they rarely race for the
+        # same gateway.
+        cut = random.randrange(len(settings.gateways))
+        return [*settings.gateways[cut:], *settings.gateways[:cut]]
+    # The gateways polled longest ago first: when the workers cannot read them all within the deadline,
+    # those left out this time come first the next time.
+    last = claims.last_polled(engine)
+    return sorted(settings.gateways, key=lambda gateway: last.get(gateway.name, -1))
+
+
 CLAIM_MARGIN_S = 10.0  # a claim outlives its run's deadline by this much: the last writes, a slow exit
+MIN_START_S = 5.0  # /info and the main endpoint of a real gateway take a few seconds
 
 
 @dataclass
@@ -135,16 +144,30 @@ class Shared:
     settings: Settings
     deadline: float
     lease_s: float
+    min_start_s: float  # a gateway is not started with less time than this left: it could not be read
     holder: str
     clock: Callable[[], datetime]
     cloud_verify: str | bool
     logins: EnlightenLogins
     run_started_ms: int | None = None  # the database's clock at the start, when collectors share a config
 
+    @property
+    def time_left(self) -> float:
+        """Seconds to the deadline."""
+        return self.deadline - time.monotonic()
+
 
 def _claimed_run(shared: Shared, gateway: GatewaySettings) -> GatewayRun:
     """Claim the gateway, collect it, let go; a gateway another collector has is skipped."""
     with waiting_until(shared.deadline):  # per thread: the deadline is a context variable
+        if shared.time_left < shared.min_start_s:
+            # Not claimed, so that it keeps its place at the head of the next run's queue.
+            count, workers = len(shared.settings.gateways), shared.settings.collect.workers
+            late = GatewayUnreachable(
+                f"not reached before the run's deadline: {workers} workers could not read {count} gateways "
+                "in one run (raise [collect] workers, or add a collector)"
+            )
+            return _collect(shared, gateway, late)
         try:
             refusal = claims.claim(
                 shared.engine,
@@ -161,21 +184,26 @@ def _claimed_run(shared: Shared, gateway: GatewaySettings) -> GatewayRun:
             log.info("%s", run.summary())
             return run
         try:
-            run = collect_gateway(
-                shared.engine,
-                shared.settings,
-                gateway,
-                deadline=shared.deadline,
-                clock=shared.clock,
-                cloud_verify=shared.cloud_verify,
-                logins=shared.logins,
-            )
+            return _collect(shared, gateway)
         finally:
             try:
                 claims.release(shared.engine, gateway.name, shared.holder)
             except SQLAlchemyError as exc:
                 # Not fatal: the claim ends by itself at its time.
                 log.info("cannot release the claim on %s: %s", gateway.name, describe_db_error(exc))
+
+
+def _collect(shared: Shared, gateway: GatewaySettings, late: GatewayError | None = None) -> GatewayRun:
+    run = collect_gateway(
+        shared.engine,
+        shared.settings,
+        gateway,
+        deadline=shared.deadline,
+        clock=shared.clock,
+        cloud_verify=shared.cloud_verify,
+        logins=shared.logins,
+        late=late,
+    )
     log.info("%s", run.summary())
     return run
 
@@ -206,8 +234,12 @@ def collect_gateway(
     clock: Callable[[], datetime] = utc_now,
     cloud_verify: str | bool = True,
     logins: EnlightenLogins | None = None,
+    late: GatewayError | None = None,
 ) -> GatewayRun:
-    """Read one gateway and store what changed; every outcome is written to the run log."""
+    """Read one gateway and store what changed; every outcome is written to the run log.
+
+    `late`: the run's time is up before this gateway's turn; the run log says so, and nothing is asked.
+    """
     run = GatewayRun(gateway.name)
     cloud = CloudClient(
         settings.enlighten_url, settings.entrez_url, verify=cloud_verify, deadline=deadline, logins=logins
@@ -232,6 +264,8 @@ def collect_gateway(
         )
         return run
     try:
+        if late is not None:
+            raise late
         client, info = connect(gateway, deadline, https_only=https_only)
         run.serial = info.serial
         clock = _trusted_clock(clock, client.gateway_now(), info.serial, run)
@@ -360,6 +394,9 @@ def _finish(
             )
 
 
+MAX_NAMED = 5  # failed gateways a run's one line names; `status` lists the rest
+
+
 class RunsFailed(EnvoylogError):
     """One or more gateways failed; the exit code is the worst of theirs."""
 
@@ -387,8 +424,9 @@ def raise_for_runs(runs: list[GatewayRun]) -> None:
     said = [run for run in runs if run.error is not None and not run.error.quiet] or [
         run for run in runs if run.error is not None
     ]
-    error = RunsFailed(
-        "; ".join(f"gateway {run.name}: {run.error}" for run in said), max(e.status for e in failed)
-    )
+    named = "; ".join(f"gateway {run.name}: {run.error}" for run in said[:MAX_NAMED])
+    if len(said) > MAX_NAMED:
+        named += f"; and {len(said) - MAX_NAMED} more gateways (`envoylog status` lists them)"
+    error = RunsFailed(named, max(e.status for e in failed))
     error.quiet = all(e.quiet for e in failed)
     raise error

@@ -119,5 +119,16 @@ def release(engine: Engine, gateway_name: str, holder: str) -> None:
         )
 
 
+def last_polled(engine: Engine) -> dict[str, int]:
+    """When each gateway was last polled to the end (ms by the database's clock), by gateway name."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(CLAIMS_TABLE.c.gateway_name, CLAIMS_TABLE.c.done_ms).where(
+                CLAIMS_TABLE.c.done_ms.is_not(None)
+            )
+        )
+        return {name: int(done) for name, done in rows}
+
+
 def _now(conn: Connection) -> ColumnElement[int]:
     return literal_column(_NOW_MS[conn.dialect.name], BigInteger)
