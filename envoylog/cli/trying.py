@@ -27,6 +27,13 @@ class DemoProfile(StrEnum):
     legacy = "legacy"
 
 
+class LatencyChoice(StrEnum):
+    """How fast the simulated gateway answers."""
+
+    none = "none"
+    realistic = "realistic"
+
+
 class SimulatorProfile(StrEnum):
     """Every hardware profile of the simulator (a test keeps this list equal to the simulator's)."""
 
@@ -96,12 +103,17 @@ def simulate(
         ),
     ] = SimulatorProfile.metered,
     port: Annotated[
-        int, typer.Option(metavar="PORT", help="Gateway port on 127.0.0.1 (0: any free port).")
+        int,
+        typer.Option(
+            metavar="PORT",
+            help="Gateway port on 127.0.0.1 (0: any free ports); a fleet takes it and the next ones.",
+        ),
     ] = 8443,
     cloud_port: Annotated[
         int | None,
         typer.Option(
-            metavar="PORT", help="Port of the simulated Enphase cloud (default: the gateway port + 1)."
+            metavar="PORT",
+            help="Port of the simulated Enphase cloud (default: the one after the last gateway's).",
         ),
     ] = None,
     speed: Annotated[float, typer.Option(metavar="FACTOR", help="Simulated seconds per real second.")] = 1.0,
@@ -138,8 +150,40 @@ def simulate(
             "served with their recorded status codes, at their capture time unless --start is given.",
         ),
     ] = None,
+    latency: Annotated[
+        LatencyChoice,
+        typer.Option(
+            metavar="LATENCY",
+            help="none: answer at once. realistic: a real gateway's pace (docs/simulator-latency.md): "
+            "seconds per request, one request at a time, a rare reset, and a pause shortly after 23:00 "
+            "local time followed by a minute or two of 503 with Retry-After.",
+        ),
+    ] = LatencyChoice.none,
+    gateways: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Simulate a fleet of N gateways, each on a port of its own (from --port on, or any free "
+            "ports with --port 0), with serials of their own, sharing one clock and one cloud.",
+        ),
+    ] = 1,
+    accounts: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Enlighten accounts the fleet's gateways belong to: gateway i to account i mod N.",
+        ),
+    ] = 1,
+    write_config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="Write an envoylog config file naming every simulated gateway with its account, for "
+            "`envoylog --config PATH collect` (with REQUESTS_CA_BUNDLE set as printed).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the simulated gateway and Enphase cloud on 127.0.0.1 until Ctrl-C."""
+    """Run the simulated gateway (or a fleet of them) and Enphase cloud on 127.0.0.1 until Ctrl-C."""
     from envoylog.simulator.cli_support import serve_simulator
 
     def action(_options: Options) -> None:
@@ -155,6 +199,10 @@ def simulate(
             state_dir=state_dir,
             echo=typer.echo,
             capture=capture,
+            latency=latency.value,
+            gateways=gateways,
+            accounts=accounts,
+            write_config=write_config,
         )
 
     run_cli(ctx, action)

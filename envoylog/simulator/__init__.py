@@ -2,6 +2,8 @@
 
 from envoylog.simulator.clock import SimClock
 from envoylog.simulator.faults import EndpointFault, Faults, Quirks
+from envoylog.simulator.fleet import Fleet, FleetGateway
+from envoylog.simulator.latency import Latency, NightlyOutage
 from envoylog.simulator.profiles import PROFILES, Profile
 from envoylog.simulator.server import Simulator, run_until_stopped
 from envoylog.simulator.web import LoggedRequest
@@ -10,7 +12,11 @@ __all__ = [
     "PROFILES",
     "EndpointFault",
     "Faults",
+    "Fleet",
+    "FleetGateway",
+    "Latency",
     "LoggedRequest",
+    "NightlyOutage",
     "Profile",
     "Quirks",
     "SimClock",

@@ -142,6 +142,7 @@ def logged_to_json(entry: LoggedRequest) -> dict[str, Any]:
         "method": entry.method,
         "path": entry.path,
         "status": entry.status,
+        "account": entry.account,
     }
 
 

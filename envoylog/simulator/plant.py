@@ -19,6 +19,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -359,6 +360,84 @@ class Plant:
         return offset.total_seconds() if offset is not None else 0.0
 
 
+class Flows(Protocol):
+    """What a site needs of the physics under it: a Plant, or a ScaledPlant sharing one."""
+
+    @property
+    def tz(self) -> ZoneInfo: ...
+    @property
+    def rows(self) -> Rows: ...
+    @property
+    def inverters(self) -> list[Inverter]: ...
+    @property
+    def installed_s(self) -> float: ...
+    @property
+    def coef(self) -> NDArray[np.float64]: ...
+    @property
+    def capacity_wh(self) -> float: ...
+
+    def lifetimes(self, times: NDArray[np.float64]) -> NDArray[np.float64]: ...
+    def lifetime(self, t: float) -> NDArray[np.float64]: ...
+    def power(self, t: float) -> NDArray[np.float64]: ...
+    def battery_wh(self, t: float) -> float: ...
+    def battery_whs(self, times: NDArray[np.float64]) -> NDArray[np.float64]: ...
+    def last_lit_end(self, t: float) -> float | None: ...
+    def today_max(self, t: float, first_row: int, rows: int) -> NDArray[np.float64]: ...
+
+
+class ScaledPlant:
+    """Another site under the same sky as `plant`: every energy flow times `scale`, inverters of its own.
+
+    A fleet of simulated gateways shares a few Plants (each costs megabytes and a second of CPU) and gives
+    every gateway its own scale and inverter serials: readings differ from gateway to gateway, and every
+    balance of the site (import and export, the inverters against the production CT) still holds. Battery
+    capacities are not scaled: a smaller site's batteries hold and move less, their state of charge too.
+    """
+
+    def __init__(self, plant: Plant, scale: float, serials: list[str]) -> None:
+        if scale <= 0:
+            raise ValueError("a site's scale must be positive")
+        self.plant = plant
+        self.scale = scale
+        self.tz = plant.tz
+        self.rows = plant.rows
+        self.installed_s = plant.installed_s
+        self.coef = plant.coef
+        self.capacity_wh = plant.capacity_wh
+        self.inverters = [
+            dataclasses.replace(inverter, serial=serial)
+            for inverter, serial in zip(plant.inverters, serials, strict=True)
+        ]
+
+    def lifetimes(self, times: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Wh of every row from installation to each of `times`."""
+        return self.plant.lifetimes(times) * self.scale
+
+    def lifetime(self, t: float) -> NDArray[np.float64]:
+        """Wh of every row from installation to `t`."""
+        return self.plant.lifetime(t) * self.scale
+
+    def power(self, t: float) -> NDArray[np.float64]:
+        """Watts of every row during the minute holding `t`."""
+        return self.plant.power(t) * self.scale
+
+    def battery_wh(self, t: float) -> float:
+        """Energy stored in the batteries at `t`."""
+        return self.plant.battery_wh(t) * self.scale
+
+    def battery_whs(self, times: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Energy stored in the batteries at each of `times`."""
+        return self.plant.battery_whs(times) * self.scale
+
+    def last_lit_end(self, t: float) -> float | None:
+        """The end of the last sunlit minute that ended at or before `t`."""
+        return self.plant.last_lit_end(t)
+
+    def today_max(self, t: float, first_row: int, rows: int) -> NDArray[np.float64]:
+        """The highest minute power of each of `rows` rows so far in the day holding `t`."""
+        return self.plant.today_max(t, first_row, rows) * self.scale
+
+
 def serial_base(seed: int, channel: int, installed: datetime, count: int) -> tuple[str, int]:
     """A serial prefix like the real ones (12, year, week) and a seeded start for the running number."""
     made = installed - timedelta(weeks=10)
@@ -367,20 +446,28 @@ def serial_base(seed: int, channel: int, installed: datetime, count: int) -> tup
     return f"12{year % 100:02d}{week:02d}", int(float(hash_unit(seed, channel, 0)) * room)
 
 
+def inverter_serials(profile: Profile, seed: int) -> list[str]:
+    """The serial numbers of the site's inverters (seeded), in the gateway's order."""
+    prefix, number = serial_base(seed, 100, profile.installed_at, profile.inverter_count)
+    serials = []
+    for i in range(profile.inverter_count):
+        number += 1 + int(float(hash_unit(seed, 101, i)) * 39)
+        serials.append(f"{prefix}{number:06d}")
+    return serials
+
+
 def _make_inverters(profile: Profile, seed: int) -> list[Inverter]:
     """The site's inverters, each with its own panels' size, orientation and shade (seeded)."""
-    prefix, number = serial_base(seed, 100, profile.installed_at, profile.inverter_count)
     installed = int(profile.installed_at.timestamp())
     inverters = []
-    for i in range(profile.inverter_count):
+    for i, serial in enumerate(inverter_serials(profile, seed)):
         u = [float(hash_unit(seed, 101 + j, i)) for j in range(8)]
-        number += 1 + int(u[0] * 39)
         peak = profile.peak_watts_per_inverter * (0.84 + 0.10 * u[1])
         east = -0.15 + 0.30 * u[2]  # panels turned a little east (positive) or west
         shade = 0.5 * u[3] if u[4] < 0.25 else 0.0  # a quarter of them lose low sun to a tree or roof
         inverters.append(
             Inverter(
-                serial=f"{prefix}{number:06d}",
+                serial=serial,
                 eid=553648384 + 256 * i,
                 phase=i % profile.phases,
                 coef=(peak, peak * east, -peak * shade),

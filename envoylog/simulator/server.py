@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from envoylog.simulator.admin import (
     faults_to_json,
@@ -27,10 +28,11 @@ from envoylog.simulator.admin import (
     parse_time,
 )
 from envoylog.simulator.clock import SimClock
-from envoylog.simulator.cloud import Cloud, service_of
+from envoylog.simulator.cloud import Account, Cloud, service_of
 from envoylog.simulator.endpoints import GatewayModel
 from envoylog.simulator.faults import EndpointFault, Faults, Quirks
 from envoylog.simulator.gateway import Gateway, SiteModel, SiteProfile
+from envoylog.simulator.latency import CloudPace, Latency, OutageWindow, Pace, as_latency
 from envoylog.simulator.profiles import Profile, get_profile
 from envoylog.simulator.tls import Certificates, certificate_sha256, ensure_certificates
 from envoylog.simulator.tokens import TokenIssuer, load_or_create_signing_key
@@ -62,6 +64,7 @@ class Simulator:
         password: str = "demo-password",  # noqa: S107 - the simulated account's, printed for users to copy
         cloud_token_user: str = "owner",  # noqa: S107 - a role, not a secret
         model: SiteModel | None = None,
+        latency: Latency | str = "none",
     ) -> None:
         # A ready model (such as a CapturedModel replaying a real gateway) takes the place of the profile's.
         if model is None:
@@ -71,6 +74,9 @@ class Simulator:
         self.profile: SiteProfile = model.profile
         self.serial = self.profile.serial
         self.clock = SimClock(start, speed)
+        self.latency = as_latency(latency)
+        self._seed = seed
+        self._timezone = self.profile.timezone if isinstance(self.profile, Profile) else "UTC"
         self._start_given = start is not None
         self.rewound_from: datetime | None = None  # the saved clock an explicit, earlier `start` overrode
         self._faults = faults if faults is not None else Faults()
@@ -89,6 +95,7 @@ class Simulator:
         self._certificates: Certificates | None = None
         self._issuer: TokenIssuer | None = None
         self._gateway: Gateway | None = None
+        self._pace: Pace | None = None
         self._servers: list[AppServer] = []
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -167,17 +174,29 @@ class Simulator:
             self.clock,
             self.faults,
             self._issuer,
-            serials=[self.serial],
-            username=self.username,
-            password=self.password,
+            accounts=[Account(self.username, self.password, frozenset([self.serial]))],
             enphase_user=self._cloud_token_user,
         )
         gateway_tls = self._certificates.gateway_context() if self.profile.https else None
         cloud_tls = self._certificates.cloud_context()
+        self._pace = None
+        cloud_pace = None
+        if self.latency.paced:
+            self._pace = Pace(
+                self.latency,
+                clock=self.clock,
+                timezone=self._timezone,
+                seed=self._seed,
+                stopping=self._stopping,
+                reboot=self._running_gateway().expire_sessions,
+            )
+            cloud_pace = CloudPace(self.latency, seed=self._seed, stopping=self._stopping)
 
         def serve_cloud(request: Request) -> Response:
-            response = cloud.handle(request)
-            self._record(service_of(request.path), request, response)
+            response = (
+                cloud.handle(request) if cloud_pace is None else cloud_pace.serve(request, cloud.handle)
+            )
+            self._record(service_of(request.path), request, response, cloud.account_of(request))
             return response
 
         gateway_server = AppServer(
@@ -268,6 +287,11 @@ class Simulator:
         if self._certificates is None:
             raise RuntimeError("the simulator is not running: call start() first")
         return self._certificates
+
+    def outage_window(self, day: date) -> OutageWindow | None:
+        """When the gateway's nightly outage falls on the night of local `day`; None if it has none."""
+        outage = self.latency.outage
+        return None if outage is None else outage.window(day, ZoneInfo(self._timezone), self._seed)
 
     # --- faults, sessions, tokens -----------------------------------------------------------------
 
@@ -383,8 +407,10 @@ class Simulator:
         with self._log_lock:
             self._log.clear()
 
-    def _record(self, service: str, request: Request, response: Response) -> None:
-        entry = LoggedRequest(datetime.now(UTC), service, request.method, request.target, response.status)
+    def _record(self, service: str, request: Request, response: Response, account: str | None = None) -> None:
+        entry = LoggedRequest(
+            datetime.now(UTC), service, request.method, request.target, response.status, account
+        )
         with self._log_lock:
             self._log.append(entry)
             if len(self._log) > _MAX_LOGGED:
@@ -396,7 +422,9 @@ class Simulator:
     def _serve_gateway(self, request: Request) -> Response:
         if request.path.startswith(ADMIN_PREFIX) or request.path == ADMIN_PREFIX.rstrip("/"):
             return self._admin(request)
-        response = self._running_gateway().handle(request)
+        gateway = self._running_gateway()
+        pace = self._pace
+        response = gateway.handle(request) if pace is None else pace.serve(request, gateway.handle)
         self._record("gateway", request, response)
         return response
 
@@ -499,7 +527,14 @@ class Simulator:
                 pass  # the state directory went away (a private one being removed): nothing to keep
 
 
-def run_until_stopped(sim: Simulator) -> None:
+class Serving(Protocol):
+    """Something that serves in background threads between start() and stop(): a Simulator or a Fleet."""
+
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+def run_until_stopped(sim: Serving) -> None:
     """Serve until SIGINT or SIGTERM arrives, then stop the simulator cleanly; call from the main thread."""
     stop = threading.Event()
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
-from envoylog.simulator.plant import ACB_WH, BATTERY_W, BATTERY_WH, Inverter, plant_of, serial_base
+from envoylog.simulator.plant import ACB_WH, BATTERY_W, BATTERY_WH, Flows, Inverter, plant_of, serial_base
 from envoylog.simulator.profiles import Profile
 from envoylog.simulator.sky import ambient_celsius, value_noise
 
@@ -87,10 +87,11 @@ class Moment:
 class Site:
     """The site of `profile` at any simulated time; deterministic for a given seed."""
 
-    def __init__(self, profile: Profile, seed: int = 1) -> None:
+    def __init__(self, profile: Profile, seed: int = 1, plant: Flows | None = None) -> None:
         self.profile = profile
         self.seed = seed
-        self.plant = plant_of(profile, seed)
+        # A given plant (a ScaledPlant of a fleet) takes the place of the one of this profile and seed.
+        self.plant: Flows = plant if plant is not None else plant_of(profile, seed)
         self.rows = self.plant.rows
         self.inverters = self.plant.inverters
         self._offsets = np.array([inv.offset_s for inv in self.inverters], dtype=np.float64)

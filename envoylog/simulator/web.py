@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import selectors
 import socket
 import ssl
+import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
@@ -57,13 +59,22 @@ class Request:
 
 @dataclass
 class Response:
-    """One HTTP response; `delay_seconds` holds it back (a slow or hanging endpoint)."""
+    """One HTTP response; `delay_seconds` holds it back (a slow or hanging endpoint).
+
+    A response with `drop` set is no answer at all: the connection is reset (status 0 in the request log).
+    """
 
     status: int
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
     delay_seconds: float = 0.0
+    drop: bool = False
+
+    @classmethod
+    def reset(cls) -> Response:
+        """No answer: the connection is reset, as a gateway that is busy rebooting or overwhelmed does."""
+        return cls(0, drop=True)
 
     @classmethod
     def json(cls, status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -84,7 +95,8 @@ class LoggedRequest:
     service: str  # gateway | enlighten | entrez
     method: str
     path: str  # with the query string
-    status: int
+    status: int  # 0: no answer, the connection was reset
+    account: str | None = None  # the Enlighten account a cloud request was for, when it names a known one
 
 
 App = Callable[[Request], Response]
@@ -133,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
         if response.delay_seconds > 0 and self.server.stopping.wait(response.delay_seconds):
             self.close_connection = True  # stopping: give up on the held-back answer
             return
+        if response.drop:
+            self._reset_connection()
+            return
         self.send_response_only(response.status)
         self.send_header("Server", self.version_string())
         if not any(name.lower() == "date" for name, _ in response.headers):
@@ -145,6 +160,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
+    def _reset_connection(self) -> None:
+        """End the connection with a reset (RST) and no answer: the client sees a connection error."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            # A zero linger makes close() send RST at once instead of a polite FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _serve
 
 
@@ -153,6 +175,7 @@ class AppServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a fleet's cloud is asked by many gateways' collectors at once
 
     def __init__(
         self, address: tuple[str, int], app: App, stopping: threading.Event, tls: ssl.SSLContext | None = None
@@ -176,6 +199,18 @@ class AppServer(ThreadingHTTPServer):
     def port(self) -> int:
         """The port the server listens on."""
         return int(self.server_address[1])
+
+    def accept_one(self) -> None:
+        """Accept a waiting connection and serve it in a thread of its own (what serve_forever does)."""
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return  # the client gave up already, or the server is closing
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Remember the connection so that stopping can close it."""
@@ -201,6 +236,42 @@ class AppServer(ThreadingHTTPServer):
             # The plain socket's shutdown: an SSLSocket's own would pull its state from under the reader.
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(connection, socket.SHUT_RDWR)
+
+
+class Acceptor:
+    """Accepts the connections of many servers from one thread; each connection gets its own thread as usual.
+
+    A fleet of simulated gateways listens on a port each: one thread waiting on all their sockets costs
+    nothing per gateway, where a `serve_forever` thread each would wake a thousand threads 50 times a second.
+    Servers served this way are stopped with close_connections() and server_close(), never shutdown().
+    """
+
+    def __init__(self, servers: Iterable[AppServer], stopping: threading.Event, name: str) -> None:
+        self._servers = list(servers)
+        self._stopping = stopping
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start accepting in a daemon thread."""
+        selector = selectors.DefaultSelector()
+        for server in self._servers:
+            selector.register(server, selectors.EVENT_READ, server)
+        self._thread = threading.Thread(target=self._run, args=(selector,), name=self._name, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait for the accepting thread to end (after `stopping` is set)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self, selector: selectors.BaseSelector) -> None:
+        with selector:
+            while not self._stopping.is_set():
+                for key, _ in selector.select(timeout=0.05):
+                    server: AppServer = key.data
+                    server.accept_one()
 
 
 def serve_in_thread(server: AppServer, name: str) -> threading.Thread:
