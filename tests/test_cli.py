@@ -69,6 +69,10 @@ def test_simulate_refuses_bad_options(isolated_env: Path) -> None:
         (["--start", "2026-06-21T12:00:00"], "give a zone"),
         (["--speed", "0"], "--speed must be positive"),
         (["--capture", str(isolated_env)], "is not a gateway capture"),
+        (["--latency", "slow"], "Invalid value for '--latency': 'slow' is not one of 'none', 'realistic'"),
+        (["--gateways", "0"], "--gateways must be at least 1"),
+        (["--gateways", "2", "--accounts", "3"], "--accounts must be between 1 and the number of gateways"),
+        (["--gateways", "2", "--capture", str(isolated_env)], "cannot be combined with --gateways"),
     ]
     for options, message in cases:
         result = runner.invoke(app, ["simulate", "--port", "0", *options])

@@ -181,6 +181,11 @@ def _start(server: Simulator | Fleet, in_use: str) -> None:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(in_use) from None
+        if exc.errno == errno.EMFILE:
+            raise ConfigError(
+                "too many open files for this many gateways (a socket each): raise the limit "
+                "with `ulimit -n`, or simulate fewer gateways"
+            ) from None
         raise
 
 

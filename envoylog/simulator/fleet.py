@@ -8,6 +8,7 @@ physics that each gateway scales to a site of its own, see plant.ScaledPlant).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -94,6 +95,20 @@ def write_private_text(path: Path, text: str) -> Path:
         os.fchmod(handle.fileno(), 0o600)
         handle.write(text)
     return path
+
+
+def allow_open_files(wanted: int) -> None:
+    """Raise this process's soft limit on open files towards `wanted`, as far as the hard limit allows."""
+    try:
+        import resource
+    except ImportError:  # not a Unix: nothing to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class FleetGateway:
@@ -285,6 +300,8 @@ class Fleet:
             self._state_dir = self._requested_state_dir
             self._state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._stopping = threading.Event()
+        # A socket per gateway, and a connection or two each while a collector polls them.
+        allow_open_files(3 * len(self.gateways) + 256)
         try:
             self._certificates = ensure_certificates(self._state_dir)
             if self._issuer is None:

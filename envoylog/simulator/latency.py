@@ -115,6 +115,11 @@ class Latency:
         if self.cap < 1.0:
             raise ValueError("cap must be at least 1 (a multiple of the median)")
 
+    def __hash__(self) -> int:
+        # The endpoints are a read-only mapping, which does not hash by itself.
+        fields = (self.default, self.quick_s, self.cloud, self.cap, self.reset_rate, self.outage)
+        return hash((tuple(sorted(self.endpoints.items())), fields))
+
     @classmethod
     def none(cls) -> Latency:
         """Answers at once, in parallel, never reset, never dark: the simulator as tests knew it."""
