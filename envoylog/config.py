@@ -93,7 +93,7 @@ class CollectSettings:
 
     # Gateways read at once. Each is still asked one request at a time; a real gateway takes seconds per
     # request, so a fleet needs many under way to be read within the minute.
-    workers: int = 100
+    workers: int = 200
     # Database connections one collect process opens at most (PostgreSQL allows 100 in all by default).
     db_connections: int = 8
     # Several collectors run the same config (on several machines): each gateway is polled by whichever

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from envoylog.collect.run import collect_all
+from envoylog.collect.run import GatewayRun, collect_all
 from envoylog.config import CollectSettings, GatewaySettings, Settings, load_settings
 from envoylog.db import claims
 from envoylog.db.migrate import open_database
 from envoylog.errors import ConfigError
 from envoylog.simulator import Simulator
 from envoylog.simulator.faults import EndpointFault
+from envoylog.simulator.fleet import Fleet
 from envoylog.simulator.profiles import get_profile
 from tests.conftest import Site
 
@@ -185,3 +188,81 @@ def test_gateways_left_out_by_the_deadline_come_first_the_next_run(site: Site, s
     home, barn = collect_all(settings, deadline_s=4.0, cloud_verify=str(site.sim.ca_file))
     assert barn.error is None and second.request_log() != []
     assert home.outcome == "partial"  # then the slow one, in the time left
+
+
+# --- a fleet ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    with Fleet(12, accounts=3, state_dir=tmp_path / "fleet") as simulated:
+        yield simulated  # type: ignore[misc]
+
+
+def fleet_settings(fleet: Fleet, db_url: str, tmp_path: Path, **collect: object) -> Settings:
+    config = fleet.write_config(tmp_path / "fleet.toml", db_url=db_url)
+    return replace(load_settings(config=config, environ={}), collect=CollectSettings(**collect))  # type: ignore[arg-type]
+
+
+def test_a_fleet_is_read_at_once_with_one_enlighten_login_per_account(
+    fleet: Fleet, db_url: str, tmp_path: Path
+) -> None:
+    settings = fleet_settings(fleet, db_url, tmp_path, workers=6, db_connections=2)
+    runs = collect_all(settings, clock=fleet.clock.now, cloud_verify=str(fleet.ca_file))
+    assert [run.outcome for run in runs] == ["ok"] * 12
+    # Twelve gateways needed tokens; their three accounts logged in once each.
+    assert fleet.logins_by_account() == {account.username: 1 for account in fleet.accounts}
+    assert sum(run.cloud_requests for run in runs) == 3 + 12  # three logins, a token request each
+    engine = open_database(db_url, create=False)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM gateways")).scalar_one()
+            duplicates = conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT series_id, read_at FROM meter_readings "
+                    "GROUP BY series_id, read_at HAVING count(*) > 1) AS d"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert (stored, duplicates) == (12, 0)
+
+
+def test_a_refused_login_is_not_repeated_by_the_accounts_other_gateways(
+    fleet: Fleet, db_url: str, tmp_path: Path
+) -> None:
+    fleet.cloud_faults.wrong_password = True
+    settings = fleet_settings(fleet, db_url, tmp_path, workers=6)
+    runs = collect_all(settings, clock=fleet.clock.now, cloud_verify=str(fleet.ca_file))
+    assert all(run.error is not None and run.error.status == 3 for run in runs)
+    assert all("refused the username or password" in str(run.error) for run in runs)
+    assert fleet.logins_by_account() == {account.username: 1 for account in fleet.accounts}
+
+
+def test_two_collectors_sharing_a_config_poll_each_gateway_once(
+    fleet: Fleet, db_url: str, tmp_path: Path
+) -> None:
+    settings = fleet_settings(fleet, db_url, tmp_path, workers=4, shared=True)
+    collect_all(settings, clock=fleet.clock.now, cloud_verify=str(fleet.ca_file))  # tokens, discovery
+    fleet.clock.advance(timedelta(minutes=1))
+    fleet.clear_request_log()
+    results: dict[str, list[GatewayRun]] = {}
+
+    def collector(name: str) -> None:
+        results[name] = collect_all(
+            settings, clock=fleet.clock.now, cloud_verify=str(fleet.ca_file), holder=f"{name} pid 1 {name}"
+        )
+
+    threads = [threading.Thread(target=collector, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Every gateway was asked for its /info exactly once, by one collector or the other.
+    info = Counter(
+        unit.name for unit in fleet.gateways for entry in unit.request_log() if entry.path == "/info"
+    )
+    assert info == {unit.name: 1 for unit in fleet.gateways}
+    polled = {name: sum(1 for run in runs if not run.skipped) for name, runs in results.items()}
+    assert sum(polled.values()) == 12
+    assert all(run.error is None for runs in results.values() for run in runs)

@@ -65,4 +65,6 @@ def _was_said(previous: Row[Any] | None, success: Row[Any], quiet_for: timedelta
 
 def _minutes(delta: timedelta) -> str:
     minutes = round(delta.total_seconds() / 60)
-    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes / 60:.1f} h" if minutes < 48 * 60 else f"{minutes / 1440:.0f} days"
