@@ -266,3 +266,18 @@ def test_two_collectors_sharing_a_config_poll_each_gateway_once(
     polled = {name: sum(1 for run in runs if not run.skipped) for name, runs in results.items()}
     assert sum(polled.values()) == 12
     assert all(run.error is None for runs in results.values() for run in runs)
+
+
+def test_a_connection_the_gateway_drops_is_tried_once_more(site: Site) -> None:
+    site.collect()
+    site.sim.clock.advance(timedelta(minutes=1))
+    site.sim.set_endpoint_fault("/production.json", EndpointFault(drops=1))
+    run = site.collect()
+    assert (run.outcome, run.error) == ("ok", None)
+    assert site.requests(path="/production.json") == ["/production.json?details=1"] * 2
+    # Dropped twice in a row: the endpoint failed this run, the rest of the gateway was read.
+    site.sim.clock.advance(timedelta(minutes=1))
+    site.sim.set_endpoint_fault("/production.json", EndpointFault(drops=2))
+    run = site.collect()
+    assert run.outcome == "partial"
+    assert "Remote end closed connection without response" in run.endpoint_errors[0]

@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+from urllib3.exceptions import ProtocolError
 
 from envoylog.errors import GatewayError
 from envoylog.gateway.http import BodyTooLarge, BoundedSession, DeadlineReached
@@ -35,6 +36,23 @@ class Answer:
     content_type: str
     cookies: dict[str, str]
     date: datetime | None = None  # the gateway's clock, from its Date header
+
+
+class _Dropped(Exception):
+    """The gateway closed a connection without answering (a reset, not a refusal or a timeout)."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _dropped(exc: requests.exceptions.RequestException) -> bool:
+    if not isinstance(exc, requests.exceptions.ConnectionError) or isinstance(
+        exc, requests.exceptions.Timeout | requests.exceptions.SSLError
+    ):
+        return False
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, ProtocolError)  # "Connection aborted": reset or closed mid-request
 
 
 class AnswerTooLarge(GatewayError):
@@ -72,7 +90,23 @@ class GatewayClient:
         return self.deadline - time.monotonic()
 
     def get(self, path: str, **kwargs: Any) -> Answer:
-        """GET `path`; GatewayUnreachable for no connection, a timeout or the deadline; AnswerTooLarge."""
+        """GET `path`; GatewayUnreachable for no connection, a timeout or the deadline; AnswerTooLarge.
+
+        A connection the gateway closes without an answer is tried once more: real gateways drop the odd
+        one, and a second try costs a moment where a failed run costs a minute of readings.
+        """
+        try:
+            return self._get(path, **kwargs)
+        except _Dropped as dropped:
+            if self.remaining() < MIN_REQUEST_TIME_S:
+                raise dropped.error from None
+            log.info("GET %s: %s; once more", path, dropped.error)
+        try:
+            return self._get(path, **kwargs)
+        except _Dropped as dropped:
+            raise dropped.error from None
+
+    def _get(self, path: str, **kwargs: Any) -> Answer:
         remaining = self.remaining()
         if remaining < MIN_REQUEST_TIME_S:
             raise GatewayUnreachable(f"deadline reached before GET {path}")
@@ -101,7 +135,10 @@ class GatewayClient:
             raise AnswerTooLarge(f"{path} {exc}: not a gateway's answer") from None
         except requests.exceptions.RequestException as exc:
             self.requests_made += 1
-            raise self._unreachable(exc, path, timeout[1]) from None
+            error = self._unreachable(exc, path, timeout[1])
+            if _dropped(exc):
+                raise _Dropped(error) from None
+            raise error from None
         # A Digest challenge is a request of its own: count the answers that led to this one too.
         self.requests_made += 1 + len(response.history)
         date = _http_date(response.headers.get("Date"))

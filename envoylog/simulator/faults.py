@@ -14,6 +14,7 @@ class EndpointFault:
     malformed: bool = False  # answer 200 with a body that is not valid JSON
     hang_seconds: float = 0.0  # wait this many real seconds before answering
     body: str | None = None  # answer 200 with exactly this body (a hostile or broken gateway's answer)
+    drops: int = 0  # close the connection without an answer this many times (counted down), then answer
 
 
 @dataclass

@@ -144,6 +144,9 @@ class Gateway:
         return count
 
     def _answer(self, request: Request, fault: EndpointFault | None) -> Response:
+        if fault is not None and fault.drops > 0:
+            fault.drops -= 1
+            return Response.reset()
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"", headers=[("Allow", "GET")])
         now = self.clock.now()
