@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -72,3 +72,16 @@ def test_a_quiet_failure_beside_a_said_one_is_named_with_it_and_keeps_the_worst_
         4,
         True,
     )
+
+
+def test_a_gateway_that_does_not_answer_is_timed_by_its_clock_of_the_last_answer(site: Site) -> None:
+    # This machine's clock is a month off (a Raspberry Pi without its network time): the gateway's clock
+    # times the runs, also the one that gets no answer at all, so the outage is a minute old, not a month.
+    site.sim.clock.set(site.sim.clock.now() - timedelta(days=30))
+    assert site.collect(clock=lambda: datetime.now(UTC)).clock_offset is not None
+    site.sim.set_endpoint_fault("/info", EndpointFault(drops=2))
+    silent = site.collect(clock=lambda: datetime.now(UTC))
+    assert silent.error is not None and silent.error.quiet
+    first, second = (at for (at,) in site.query("SELECT started_at FROM runs ORDER BY id"))
+    gap = second - first
+    assert abs(gap.total_seconds() if isinstance(gap, timedelta) else gap) < 60  # both by the gateway's clock

@@ -253,6 +253,7 @@ def collect_gateway(
             # Known from earlier runs: a run that cannot reach the gateway is still logged against it.
             known = gateways.configured_gateway(conn, name=gateway.name, serial=gateway.serial)
             gateway_id = known.id if known is not None else None
+            remembered = known.clock_offset_s if known is not None else None
             # A gateway known to need a token, or pinned by a fingerprint, is reached over HTTPS only.
             https_only = bool(gateway.fingerprint) or (
                 known is not None and model.firmware_tuple(known.firmware or "0") >= (7,)
@@ -272,6 +273,9 @@ def collect_gateway(
         now = clock()
         with engine.begin() as conn:
             record = gateways.save_gateway(conn, info, gateway.name, now)
+            offset_s = run.clock_offset.total_seconds() if run.clock_offset else None
+            if offset_s != remembered:
+                gateways.save_clock_offset(conn, record.id, offset_s)
         gateway_id = record.id
         if record.previous_firmware:
             # A firmware update can add, drop or change endpoints: discovery runs again (read_gateway).
@@ -324,6 +328,10 @@ def collect_gateway(
     finally:
         if client is not None:
             client.close()
+    if remembered and run.clock_offset is None and (client is None or client.gateway_now() is None):
+        # No answer, so no clock from the gateway: its clock of the last answer times this run too.
+        run.clock_offset = timedelta(seconds=remembered)
+        clock = _shifted(clock, run.clock_offset)
     run.requests = client.requests_made if client is not None else run.requests
     run.cloud_requests = cloud.requests_made
     if gateway_id is not None:
@@ -360,6 +368,10 @@ def _trusted_clock(
     log.info("gateway %s: %s", serial, note)
     run.endpoint_errors.append(note)
     run.clock_offset = offset
+    return _shifted(clock, offset)
+
+
+def _shifted(clock: Callable[[], datetime], offset: timedelta) -> Callable[[], datetime]:
     return lambda: clock() + offset
 
 

@@ -185,3 +185,8 @@ def load_events(conn: Connection, gateway_id: int, limit: int = 20) -> list[Row[
         .limit(limit)
     )
     return list(conn.execute(query))
+
+
+def save_clock_offset(conn: Connection, gateway_id: int, seconds: float | None) -> None:
+    """Remember how far the gateway's clock is from this machine's (None: they agree)."""
+    conn.execute(update(Gateway).where(Gateway.id == gateway_id).values(clock_offset_s=seconds))

@@ -51,6 +51,9 @@ class Gateway(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # What discovery found (endpoints, CTs) for `firmware`, as JSON; redone when the firmware changes.
     discovery: Mapped[str | None] = mapped_column(Text)
+    # The gateway's clock minus this machine's, when they disagreed the last time it answered: a run that
+    # gets no answer at all is timed by it too, so the run log keeps one clock.
+    clock_offset_s: Mapped[float | None]
 
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids for the big tables.

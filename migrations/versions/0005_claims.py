@@ -1,4 +1,4 @@
-"""claims: one collector per gateway, so that several collectors can share a database
+"""claims: one collector per gateway, so that several collectors can share a database; a gateway's clock offset
 
 Revision ID: 0005
 Revises: 0004
@@ -26,7 +26,11 @@ def upgrade() -> None:
         sa.Column("done_ms", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("gateway_name", name=op.f("pk_claims")),
     )
+    with op.batch_alter_table("gateways", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("clock_offset_s", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("gateways", schema=None) as batch_op:
+        batch_op.drop_column("clock_offset_s")
     op.drop_table("claims")
