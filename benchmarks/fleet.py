@@ -235,7 +235,8 @@ def run_log(db_url: str, after_id: int) -> dict[str, Any]:
             configured = conn.execute(text("SELECT count(*) FROM claims")).scalar_one()
     finally:
         engine.dispose()
-    names = [row.gateway_name for row in rows]
+    # A run that asked nothing (its gateway not reached before the deadline) polled nobody.
+    names = [row.gateway_name for row in rows if row.requests > 0]
     requests = [row.requests for row in rows]
     return {
         "runs": len(rows),

@@ -12,8 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 
 from envoylog.db import runs
 from envoylog.db.runs import SUCCESS
@@ -21,7 +20,7 @@ from envoylog.errors import GatewayError
 
 
 def escalate(
-    engine: Engine,
+    conn: Connection,
     gateway_id: int,
     name: str,
     outcome: str,
@@ -31,20 +30,19 @@ def escalate(
 ) -> str | None:
     """Quiet a transient gateway failure, or name one that became real; returns the line a recovery says."""
     quiet_for = timedelta(minutes=window)
-    with engine.connect() as conn:
-        # This run is not in the run log's reckoning until it is finished (its row has no gateway yet).
-        previous = runs.last_run(conn, gateway_id)
-        if outcome in SUCCESS:
-            if previous is None or previous.outcome in SUCCESS:
-                return None  # the common case: one query
-            success = runs.last_run(conn, gateway_id, successful=True)
-            if success is not None and _was_said(previous, success, quiet_for):
-                gap = _minutes(now - success.finished_at)
-                return f"gateway {name}: read again after {gap} without a successful read"
-            return None
-        if not isinstance(error, GatewayError):
-            return None
+    # This run is not in the run log's reckoning until it is finished (its row has no gateway yet).
+    previous = runs.last_run(conn, gateway_id)
+    if outcome in SUCCESS:
+        if previous is None or previous.outcome in SUCCESS:
+            return None  # the common case: one query
         success = runs.last_run(conn, gateway_id, successful=True)
+        if success is not None and _was_said(previous, success, quiet_for):
+            gap = _minutes(now - success.finished_at)
+            return f"gateway {name}: read again after {gap} without a successful read"
+        return None
+    if not isinstance(error, GatewayError):
+        return None
+    success = runs.last_run(conn, gateway_id, successful=True)
     if success is None:
         return None
     if now - success.finished_at < quiet_for or _was_said(previous, success, quiet_for):

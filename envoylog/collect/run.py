@@ -18,7 +18,7 @@ from envoylog.collect.escalation import escalate
 from envoylog.collect.read import read_gateway
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import claims, credentials, gateways, runs, samples
-from envoylog.db.engine import SQLITE_BEGIN, describe_db_error, waiting_until
+from envoylog.db.engine import DEADLINE_GRACE_S, SQLITE_BEGIN, describe_db_error, waiting_until
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
 from envoylog.errors import DatabaseError, EnvoylogError, GatewayError, LockedError
@@ -89,7 +89,13 @@ def collect_all(
     options = settings.collect
     workers = min(options.workers, len(settings.gateways))
     with waiting_until(deadline):
-        engine = open_database(settings.db_url, create=True, connections=min(workers, options.db_connections))
+        # A worker waits for a connection as long as the run lasts: what it read is worth storing.
+        engine = open_database(
+            settings.db_url,
+            create=True,
+            connections=min(workers, options.db_connections),
+            pool_wait_s=deadline_s + DEADLINE_GRACE_S,
+        )
     # On SQLite every transaction takes the write lock at its start: read-then-write transactions of
     # parallel workers would otherwise deadlock on the upgrade (SQLITE_BUSY at once, no waiting).
     engine = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
@@ -161,6 +167,9 @@ def _claimed_run(shared: Shared, gateway: GatewaySettings) -> GatewayRun:
     """Claim the gateway, collect it, let go; a gateway another collector has is skipped."""
     with waiting_until(shared.deadline):  # per thread: the deadline is a context variable
         if shared.time_left < shared.min_start_s:
+            if shared.settings.collect.shared:
+                # Another collector of the shared config may still reach it; `status` shows it if none did.
+                return GatewayRun(gateway.name, skipped="not reached before the run's deadline")
             # Not claimed, so that it keeps its place at the head of the next run's queue.
             count, workers = len(shared.settings.gateways), shared.settings.collect.workers
             late = GatewayUnreachable(
@@ -334,14 +343,7 @@ def collect_gateway(
         clock = _shifted(clock, run.clock_offset)
     run.requests = client.requests_made if client is not None else run.requests
     run.cloud_requests = cloud.requests_made
-    if gateway_id is not None:
-        try:
-            run.recovered = escalate(
-                engine, gateway_id, run.name, run.outcome, run.error, clock(), settings.collect.quiet_minutes
-            )
-        except SQLAlchemyError as exc:
-            log.info("cannot read the run log of %s: %s", gateway.name, describe_db_error(exc))
-    _finish(engine, run_id, gateway_id, run, clock(), started)
+    _finish(engine, run_id, gateway_id, run, clock(), started, settings.collect.quiet_minutes)
     return run
 
 
@@ -381,10 +383,21 @@ def _duration(delta: timedelta) -> str:
 
 
 def _finish(
-    engine: Engine, run_id: int, gateway_id: int | None, run: GatewayRun, now: datetime, started: datetime
+    engine: Engine,
+    run_id: int,
+    gateway_id: int | None,
+    run: GatewayRun,
+    now: datetime,
+    started: datetime,
+    quiet_minutes: int,
 ) -> None:
+    """Decide whether the outcome is worth a line (escalation) and write it to the run log."""
     try:
         with engine.begin() as conn:
+            if gateway_id is not None:
+                run.recovered = escalate(
+                    conn, gateway_id, run.name, run.outcome, run.error, now, quiet_minutes
+                )
             runs.finish_run(
                 conn,
                 run_id,

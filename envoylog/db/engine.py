@@ -53,11 +53,13 @@ class NoDatabase(ConfigError):
 FIRST_STEP = "run envoylog collect or envoylog demo first"
 
 
-def create_db_engine(url: str, *, create: bool = False, connections: int | None = None) -> Engine:
+def create_db_engine(
+    url: str, *, create: bool = False, connections: int | None = None, pool_wait_s: float = WAIT_S * 6
+) -> Engine:
     """An engine for `url`; with `create`, a new SQLite file (readable by its owner only) is made for it.
 
-    `connections` caps the connections the engine opens (threads beyond it wait their turn); by default
-    SQLAlchemy's pool of 5 plus 10 for bursts.
+    `connections` caps the connections the engine opens (threads beyond it wait their turn, up to
+    `pool_wait_s`); by default SQLAlchemy's pool of 5 plus 10 for bursts.
 
     Without `create` a SQLite file that does not exist is refused: a mistyped path must not leave an empty
     database (and its folders) behind.
@@ -69,7 +71,7 @@ def create_db_engine(url: str, *, create: bool = False, connections: int | None 
             _create_sqlite_file(path)
         elif not path.is_file():
             raise NoDatabase(f"no database at {path}: {FIRST_STEP}")
-        return _sqlite_engine(url, _pool(connections))
+        return _sqlite_engine(url, _pool(connections, pool_wait_s))
     try:
         # hide_parameters: a failing statement's message must not carry a token or a session id.
         # A server that accepts the connection and never answers: given up on by the run's deadline.
@@ -79,7 +81,7 @@ def create_db_engine(url: str, *, create: bool = False, connections: int | None 
             pool_pre_ping=True,
             hide_parameters=True,
             connect_args={"connect_timeout": connect_timeout},
-            **_pool(connections),
+            **_pool(connections, pool_wait_s),
         )
     except ModuleNotFoundError as exc:
         raise ConfigError(
@@ -97,11 +99,10 @@ def create_db_engine(url: str, *, create: bool = False, connections: int | None 
     return engine
 
 
-def _pool(connections: int | None) -> dict[str, Any]:
+def _pool(connections: int | None, wait_s: float) -> dict[str, Any]:
     if connections is None:
         return {}
-    # A thread waits for a free connection at most as long as a command waits for the database.
-    return {"pool_size": connections, "max_overflow": 0, "pool_timeout": WAIT_S * 6}
+    return {"pool_size": connections, "max_overflow": 0, "pool_timeout": wait_s}
 
 
 def _create_sqlite_file(path: Path) -> None:

@@ -82,13 +82,16 @@ def upgrade(engine: Engine) -> bool:
         raise DatabaseError(f"cannot upgrade the database: {describe_db_error(exc)}") from None
 
 
-def open_database(url: str, *, create: bool, connections: int | None = None) -> Engine:
+def open_database(
+    url: str, *, create: bool, connections: int | None = None, pool_wait_s: float | None = None
+) -> Engine:
     """An engine for `url` whose schema is at the newest revision.
 
     Only the commands that write (`collect`, `demo`, `db upgrade`, `auth login|set-token`) pass `create`,
     which makes a new database and its schema; every other use refuses a database without envoylog's tables.
     """
-    engine = create_db_engine(url, create=create, connections=connections)
+    pool = {"pool_wait_s": pool_wait_s} if pool_wait_s is not None else {}
+    engine = create_db_engine(url, create=create, connections=connections, **pool)
     try:
         revision = current_revision(engine)
         _check_known(revision)
