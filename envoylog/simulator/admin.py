@@ -54,7 +54,7 @@ def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:
         return None
     if not isinstance(spec, dict):
         raise ValueError(f"the fault of {path} must be an object or null")
-    unknown = set(spec) - {"status", "malformed", "hang_seconds", "body"}
+    unknown = set(spec) - {"status", "malformed", "hang_seconds", "body", "drops"}
     if unknown:
         raise ValueError(f"unknown endpoint fault field(s): {', '.join(sorted(unknown))}")
     status = spec.get("status")
@@ -67,8 +67,15 @@ def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:
     body = spec.get("body")
     if body is not None and not isinstance(body, str):
         raise ValueError("body must be a string")
+    drops = spec.get("drops", 0)
+    if not is_number(drops) or drops < 0 or drops != int(drops):
+        raise ValueError("drops must be a whole number of requests, not negative")
     return EndpointFault(
-        status=None if status is None else int(status), malformed=malformed, hang_seconds=hang, body=body
+        status=None if status is None else int(status),
+        malformed=malformed,
+        hang_seconds=hang,
+        body=body,
+        drops=int(drops),
     )
 
 

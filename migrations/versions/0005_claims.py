@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("gateway_name", name=op.f("pk_claims")),
     )
     with op.batch_alter_table("gateways", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("clock_offset_s", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("clock_offset_s", sa.Double(), nullable=True))
 
 
 def downgrade() -> None:
