@@ -20,6 +20,18 @@ def iso_z(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def duration_text(delta: timedelta) -> str:
+    """A span of time as people say it: 45 s, 12 min, 3.5 h, 12.0 days."""
+    seconds = delta.total_seconds()
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 120 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def zone_of(name: str) -> ZoneInfo:
     """The zone called `name`; a ConfigError says how to name one."""
     try:

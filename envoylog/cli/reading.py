@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -28,12 +30,46 @@ def latest(ctx: typer.Context, format: FormatOption = Format.table) -> None:
 
 
 @global_options
-def status(ctx: typer.Context, format: FormatOption = Format.table) -> None:
-    """Per gateway: firmware, last success, last error, token expiry, rows stored; database size."""
+def status(
+    ctx: typer.Context,
+    format: FormatOption = Format.table,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway",
+            metavar="NAME|SERIAL",
+            help="Only this gateway, in detail: its configured name or its serial.",
+        ),
+    ] = None,
+) -> None:
+    """How collecting goes: each gateway's state and problem.
+
+    One gateway (or those --gateway names) in detail: firmware, last success, last run, last error, token
+    expiry, rows stored. Several: a line each (name, serial, state, age of the last successful read, problem),
+    problem ones first, then a summary line. --format json gives every field of every gateway, in the same
+    order, and the summary's counts.
+    """
     from envoylog.render.status import format_status
     from envoylog.reports.status import status_document
 
-    show(ctx, format, lambda engine: status_document(engine, now()), format_status)
+    def action(options: Options) -> None:
+        settings = options.settings()
+        at = now()
+        with database_of(options) as engine:
+            document = status_document(
+                engine,
+                at,
+                gateway=gateway,
+                stale_after=timedelta(minutes=settings.collect.quiet_minutes),
+                # A fleet's table has no room for the rows stored, and counting them reads every one.
+                count_rows=True if format is Format.json or gateway is not None else None,
+            )
+        if format is Format.json:
+            typer.echo(json.dumps(document, indent=2))
+        else:
+            typer.echo(format_status(document, now=at, detail=gateway is not None))
+
+    run_cli(ctx, action)
 
 
 class ExportTable(StrEnum):

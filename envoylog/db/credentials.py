@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,8 +46,10 @@ class StoredSession:
 def load_token(conn: Connection, gateway_id: int) -> StoredToken | None:
     """The stored token row of a gateway."""
     row = _auth_row(conn, gateway_id, "token")
-    if row is None:
-        return None
+    return None if row is None else _token(row)
+
+
+def _token(row: Row[Any]) -> StoredToken:
     return StoredToken(
         row.secret,
         row.source,
@@ -58,6 +60,14 @@ def load_token(conn: Connection, gateway_id: int) -> StoredToken | None:
         row.cloud_retry_at,
         row.cloud_error,
     )
+
+
+def load_tokens(conn: Connection, gateway_ids: Collection[int] | None = None) -> dict[int, StoredToken]:
+    """The token rows of every gateway (or of those in `gateway_ids`) that has one, by gateway id."""
+    query = select(AuthRecord).where(AuthRecord.kind == "token")
+    if gateway_ids is not None:
+        query = query.where(AuthRecord.gateway_id.in_(list(gateway_ids)))
+    return {row.gateway_id: _token(row) for row in conn.execute(query)}
 
 
 def load_session(conn: Connection, gateway_id: int) -> StoredSession | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Row
 
 from envoylog.db.models import Event, Gateway
-from envoylog.db.sql import insert_ignore, table_of
+from envoylog.db.sql import insert_ignore, newest_per_owner, table_of
 from envoylog.errors import ConfigError
 from envoylog.readings.discovery import Discovery
 from envoylog.readings.model import GatewayInfo
@@ -170,10 +171,47 @@ def load_firmware_change(conn: Connection, gateway_id: int) -> FirmwareChange | 
         .limit(1)
     )
     row = conn.execute(query).one_or_none()
-    if row is None:
-        return None
+    return None if row is None else _firmware_change(row)
+
+
+def _firmware_change(row: Row[Any]) -> FirmwareChange:
     previous, _, current = row.detail.partition(" -> ")
     return FirmwareChange(row.at, previous, current)
+
+
+@dataclass(frozen=True)
+class NewestEvents:
+    """A gateway's newest event (its `at`, `kind` and `detail`) and its latest firmware change."""
+
+    last: Row[Any] | None = None
+    firmware_change: FirmwareChange | None = None
+
+
+def load_newest_events(
+    conn: Connection, gateway_ids: Collection[int] | None = None
+) -> dict[int, NewestEvents]:
+    """The NewestEvents of every gateway (or of those in `gateway_ids`) that has events, in one query."""
+    owners = select(Gateway.id.label("owner"))
+    if gateway_ids is not None:
+        owners = owners.where(Gateway.id.in_(list(gateway_ids)))
+    subquery = owners.subquery("owners")
+    owned = Event.gateway_id == subquery.c.owner
+    found = newest_per_owner(
+        conn,
+        subquery,
+        table_of(Event),
+        (Event.at.desc(), Event.id.desc()),
+        {"last": (owned,), "firmware_change": (owned, Event.kind == "firmware_changed")},
+        ("id", "at", "kind", "detail"),
+    )
+    return {
+        owner: NewestEvents(
+            picked.get("last"),
+            _firmware_change(picked["firmware_change"]) if "firmware_change" in picked else None,
+        )
+        for owner, picked in found.items()
+        if picked
+    }
 
 
 def load_events(conn: Connection, gateway_id: int, limit: int = 20) -> list[Row[Any]]:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -152,7 +153,27 @@ class Run(Base):
     """One collect run of one gateway: when, how it ended, what it cost and stored."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_gateway_started", "gateway_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_runs_gateway_started", "gateway_id", "started_at"),
+        # `status` looks up each gateway's newest run with an error: without this index, a gateway that never
+        # failed has the whole of its run log walked back to find none.
+        Index(
+            "ix_runs_gateway_error",
+            "gateway_id",
+            "started_at",
+            sqlite_where=text("error IS NOT NULL"),
+            postgresql_where=text("error IS NOT NULL"),
+        ),
+        # Runs that never learned their gateway (failed before /info, or still running) go by the configured
+        # name: `status` finds their names, and each name's newest, among them alone.
+        Index(
+            "ix_runs_unattributed",
+            "gateway_name",
+            "started_at",
+            sqlite_where=text("gateway_id IS NULL"),
+            postgresql_where=text("gateway_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     gateway_id: Mapped[int | None] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))

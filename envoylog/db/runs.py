@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import String, Subquery, and_, column, select, text, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import ColumnElement
 
 from envoylog.db.models import (
+    Gateway,
     Run,
 )
-from envoylog.db.sql import table_of
+from envoylog.db.sql import newest_per_owner, table_of
 
 # How a run ended: "running" until it does (and for good if its process died); "partial" when some endpoint
 # failed but readings were stored.
@@ -97,4 +101,110 @@ def last_runs(conn: Connection, gateway_id: int) -> dict[str, Row[Any] | None]:
         "last": conn.execute(base).one_or_none(),
         "success": conn.execute(base.where(Run.outcome.in_(SUCCESS))).one_or_none(),
         "error": conn.execute(base.where(Run.error.is_not(None))).one_or_none(),
+    }
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """A row of the run log, as `status` tells it."""
+
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    requests: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class NewestRuns:
+    """A gateway's newest run (maybe running), newest finished, newest successful and newest with an error."""
+
+    last: LoggedRun | None = None
+    finished: LoggedRun | None = None
+    success: LoggedRun | None = None
+    error: LoggedRun | None = None
+
+    def merged(self, other: NewestRuns) -> NewestRuns:
+        """The newer of each, as if the runs of both were one gateway's."""
+        return NewestRuns(*(_newer(getattr(self, name), getattr(other, name)) for name in _PICKS))
+
+
+def _newer(one: LoggedRun | None, other: LoggedRun | None) -> LoggedRun | None:
+    if one is None or other is None:
+        return one or other
+    # Times are stored to the second: the id orders runs that started within the same one.
+    return max(one, other, key=lambda run: (run.started_at, run.id))
+
+
+_PICKS: dict[str, tuple[ColumnElement[bool], ...]] = {
+    "last": (),
+    "finished": (Run.outcome != "running",),
+    "success": (Run.outcome.in_(SUCCESS),),
+    "error": (Run.error.is_not(None),),
+}
+
+
+def newest_runs(conn: Connection, gateway_ids: Collection[int] | None = None) -> dict[int, NewestRuns]:
+    """The NewestRuns of every stored gateway (or of those in `gateway_ids`), by gateway id, in one query.
+
+    Each is an index lookup per gateway (ix_runs_gateway_started, ix_runs_gateway_error): the cost grows with
+    the gateways, not with the run log.
+    """
+    owners = select(Gateway.id.label("owner"))
+    if gateway_ids is not None:
+        owners = owners.where(Gateway.id.in_(list(gateway_ids)))
+    subquery = owners.subquery("owners")
+    return _newest(conn, subquery, Run.gateway_id == subquery.c.owner, _PICKS)
+
+
+def newest_unattributed_runs(conn: Connection, names: Collection[str] | None = None) -> dict[str, NewestRuns]:
+    """The NewestRuns of the runs that never learned their gateway, by the configured name they ran under.
+
+    Such runs failed before the gateway's /info answered, or are still running (a run learns its gateway as it
+    ends). None of them is a success: a run that read its gateway knows it. ix_runs_unattributed holds them.
+    """
+    owners = select(Run.gateway_name.label("owner")).where(Run.gateway_id.is_(None)).distinct()
+    if names is not None:
+        subquery = owners.where(Run.gateway_name.in_(list(names))).subquery("owners")
+    elif conn.dialect.name == "sqlite":
+        # Without statistics SQLite reads `gateway_id IS NULL` from the index by gateway, fetching every such
+        # run (a year of nightly outages: a second); ix_runs_unattributed holds their names, in order.
+        subquery = (
+            text(
+                "SELECT DISTINCT gateway_name AS owner FROM runs INDEXED BY ix_runs_unattributed "
+                "WHERE gateway_id IS NULL"
+            )
+            .columns(column("owner", String))
+            .subquery("owners")
+        )
+    else:
+        subquery = owners.subquery("owners")
+    owned = and_(Run.gateway_id.is_(None), Run.gateway_name == subquery.c.owner)
+    picks = {name: where for name, where in _PICKS.items() if name != "success"}
+    return _newest(conn, subquery, owned, picks)
+
+
+def _newest(
+    conn: Connection,
+    owners: Subquery,
+    owned: ColumnElement[bool],
+    picks: dict[str, tuple[ColumnElement[bool], ...]],
+) -> dict[Any, NewestRuns]:
+    found = newest_per_owner(
+        conn,
+        owners,
+        RUNS_TABLE,
+        (Run.started_at.desc(), Run.id.desc()),
+        {name: (owned, *where) for name, where in picks.items()},
+        ("id", "started_at", "finished_at", "outcome", "requests", "error"),
+    )
+    return {
+        owner: NewestRuns(
+            **{
+                name: LoggedRun(row.id, row.started_at, row.finished_at, row.outcome, row.requests, row.error)
+                for name, row in picked.items()
+            }
+        )
+        for owner, picked in found.items()
     }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from envoylog.reports.columns import SITE_KINDS
+from envoylog.times import duration_text
 
 
 def format_latest(document: dict[str, Any]) -> str:
@@ -46,8 +48,73 @@ def _number(value: float | None) -> str:
     return "?" if value is None else f"{value:,.0f}"
 
 
-def format_status(document: dict[str, Any]) -> str:
-    """`envoylog status` as a table."""
+def format_status(document: dict[str, Any], *, now: datetime, detail: bool = False) -> str:
+    """`envoylog status`: one gateway (or, with `detail`, each) in detail; several, a line each and a summary.
+
+    The switch is the number of gateways and nothing else, so that a database always shows the same view:
+    one gateway's details, or a fleet's lines (problem ones first, as the document orders them).
+    """
+    if detail or len(document["gateways"]) <= 1:
+        return _status_details(document)
+    return _status_fleet(document, now)
+
+
+STATE_WORDS = {"never_collected": "never collected", "token_expiring": "token expiring"}
+PROBLEM_WIDTH = 80  # the rest of a long error is in `status --gateway NAME` and the JSON
+
+
+def _status_fleet(document: dict[str, Any], now: datetime) -> str:
+    """A line per gateway (name, serial, state, age of its last success, problem) and a summary line."""
+    table = [("GATEWAY", "SERIAL", "STATE", "LAST SUCCESS", "PROBLEM")]
+    for gateway in document["gateways"]:
+        problem = gateway["problem"] or ""
+        if len(problem) > PROBLEM_WIDTH:
+            problem = problem[: PROBLEM_WIDTH - 1] + "…"
+        table.append(
+            (
+                gateway["name"],
+                gateway["serial"] or "-",
+                _state_words(gateway["state"]),
+                _ago(gateway["last_success_at"], now),
+                problem,
+            )
+        )
+    # Four columns as wide as their widest cell; the problem last, as long as it is.
+    widths = [max(len(row[column]) for row in table) for column in range(4)]
+    lines = []
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
+    summary = document["summary"]
+    states = ", ".join(
+        f"{count:,} {_state_words(state)}" for state, count in summary["states"].items() if count
+    )
+    newest = summary["last_success_at"]
+    last = f"last success {newest} ({_ago(newest, now)})" if newest else "no successful read yet"
+    lines.append(
+        f"{summary['gateways']:,} gateways: {states}; {last}; database {_size(document['database_bytes'])}"
+    )
+    return "\n".join(lines)
+
+
+def _state_words(state: str) -> str:
+    return STATE_WORDS.get(state, state)
+
+
+def _ago(at: str | None, now: datetime) -> str:
+    if at is None:
+        return "never"
+    return f"{duration_text(now - datetime.fromisoformat(at))} ago"
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
+
+
+def _status_details(document: dict[str, Any]) -> str:
+    """Each gateway's block of `label: value` lines, then the database size."""
     lines = []
     for gateway in document["gateways"]:
         error = gateway["last_error"]

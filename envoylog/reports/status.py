@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection, Row
 
 from envoylog.db import credentials, runs, samples
-from envoylog.db.gateways import list_gateways, load_events, load_firmware_change
-from envoylog.db.models import Run
+from envoylog.db.gateways import NewestEvents, list_gateways, load_newest_events, lookup_gateways
+from envoylog.db.runs import NewestRuns
 from envoylog.db.samples import LatestRow
+from envoylog.errors import ConfigError
+from envoylog.gateway.tokens import RENEW_BEFORE
 from envoylog.reports.columns import SITE_KINDS
-from envoylog.times import iso_z
+from envoylog.times import duration_text, iso_z
 
 
 def latest_document(engine: Engine) -> dict[str, Any]:
@@ -81,62 +83,129 @@ def _site(rows: list[LatestRow], kind: str) -> dict[str, Any] | None:
     return site
 
 
-def status_document(engine: Engine, now: datetime) -> dict[str, Any]:
-    """Per gateway: firmware, last success, last error, token expiry, rows; and the database size."""
-    gateways = []
+# A gateway's state in `status`, worst first, as the lines of a fleet come: no data at all yet; its last run
+# failed; no successful read for a while without a failure (no collector polls it); some endpoints failed;
+# read fine, but its token runs out soon and is not being renewed; fine.
+STATES = ("never_collected", "failing", "stale", "partial", "token_expiring", "ok")
+# No successful read for longer than this is a problem: the quiet window of `collect` (`quiet_minutes`).
+STALE_AFTER = timedelta(minutes=15)
+
+
+def status_document(
+    engine: Engine,
+    now: datetime,
+    *,
+    gateway: str | None = None,
+    stale_after: timedelta = STALE_AFTER,
+    count_rows: bool | None = True,
+) -> dict[str, Any]:
+    """Per gateway: its state and problem, firmware, last success, last error, token expiry, rows; a summary.
+
+    The gateways come worst first (STATES); within a state, the longest without a successful read first (or
+    the token that runs out first), else by name. `gateway` (a configured name or a serial) keeps those it
+    stands for. A handful of queries whatever the number of gateways. Counting the stored readings reads all
+    of them: with `count_rows` None they are counted only when the document is about one gateway (`rows` is
+    None otherwise).
+    """
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One snapshot for the handful of queries, and no JIT: compiling them costs more than they take.
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.exec_driver_sql("SET LOCAL jit = off")
         stored = list_gateways(conn)
         # A run that never reached its gateway knows only the configured name: it belongs to the gateway
         # last seen under that name, or, for a gateway never reached at all, to an entry of its own.
-        newest_by_name: dict[str, Any] = {}
-        for gateway in stored:
-            known = newest_by_name.get(gateway.name)
-            if known is None or gateway.last_seen_at > known.last_seen_at:
-                newest_by_name[gateway.name] = gateway
-        for gateway in stored:
-            unattributed = gateway.name if newest_by_name[gateway.name] is gateway else None
-            token = credentials.load_token(conn, gateway.id)
-            gateways.append(
-                {
-                    "serial": gateway.serial,
-                    "name": gateway.name,
-                    "firmware": gateway.firmware,
-                    "last_firmware_change": _firmware_change(conn, gateway.id),
-                    **_run_fields(conn, gateway.id, unattributed),
-                    "token_expires_at": iso_z(token.expires_at) if token and token.secret else None,
-                    "token_days_left": _days_left(token.expires_at, now) if token and token.secret else None,
-                    "rows": samples.count_rows(conn, gateway.id),
-                    "last_event": _last_event(conn, gateway.id),
-                }
-            )
-        for name in _never_reached(conn, set(newest_by_name)):
-            gateways.append(
-                {
-                    "serial": None,
-                    "name": name,
-                    "firmware": None,
-                    "last_firmware_change": None,
-                    **_run_fields(conn, None, name),
-                    "token_expires_at": None,
-                    "token_days_left": None,
-                    "rows": {"meter": 0, "inverter": 0, "battery": 0},
-                    "last_event": None,
-                }
-            )
+        newest_by_name: dict[str, Row[Any]] = {}
+        for row in stored:
+            known = newest_by_name.get(row.name)
+            if known is None or row.last_seen_at > known.last_seen_at:
+                newest_by_name[row.name] = row
+        chosen, unreached = _chosen(conn, stored, gateway, set(newest_by_name))
+        ids = None if gateway is None else [row.id for row in chosen]
+        newest = runs.newest_runs(conn, ids)
+        names = None if gateway is None else {row.name for row in chosen} | set(unreached)
+        unattributed = runs.newest_unattributed_runs(conn, names)
+        if gateway is None:
+            unreached = sorted(set(unattributed) - set(newest_by_name))
+        tokens = credentials.load_tokens(conn, ids)
+        events = load_newest_events(conn, ids)
+        if count_rows is None:
+            count_rows = len(chosen) + len(unreached) <= 1
+        counted = samples.count_rows_by_gateway(conn, ids) if count_rows else {}
         size = _database_bytes(engine, conn)
-    return {"gateways": gateways, "database_bytes": size}
+    entries = []
+    for row in chosen:
+        mine = newest.get(row.id, NewestRuns())
+        if newest_by_name[row.name].id == row.id:
+            mine = mine.merged(unattributed.get(row.name, NewestRuns()))
+        token = tokens.get(row.id)
+        has_token = token is not None and bool(token.secret)
+        event = events.get(row.id, NewestEvents())
+        change = event.firmware_change
+        entries.append(
+            _entry(
+                {
+                    "serial": row.serial,
+                    "name": row.name,
+                    "firmware": row.firmware,
+                    "last_firmware_change": None
+                    if change is None
+                    else {"at": iso_z(change.at), "from": change.previous, "to": change.current},
+                    **_run_fields(mine),
+                    "token_expires_at": iso_z(token.expires_at) if token and has_token else None,
+                    "token_days_left": _days_left(token.expires_at, now) if token and has_token else None,
+                    "rows": dict(counted.get(row.id, _NO_ROWS)) if count_rows else None,
+                    "last_event": None
+                    if event.last is None
+                    else {"at": iso_z(event.last.at), "kind": event.last.kind, "detail": event.last.detail},
+                },
+                mine,
+                token if has_token else None,
+                now,
+                stale_after,
+            )
+        )
+    for name in unreached:
+        mine = unattributed.get(name, NewestRuns())
+        fields = {
+            "serial": None,
+            "name": name,
+            "firmware": None,
+            "last_firmware_change": None,
+            **_run_fields(mine),
+            "token_expires_at": None,
+            "token_days_left": None,
+            "rows": dict(_NO_ROWS) if count_rows else None,
+            "last_event": None,
+        }
+        entries.append(_entry(fields, mine, None, now, stale_after))
+    entries.sort(key=lambda entry: entry[0])
+    gateways = [document for _, document in entries]
+    return {"gateways": gateways, "database_bytes": size, "summary": _summary(gateways)}
 
 
-def _run_fields(conn: Connection, gateway_id: int | None, unattributed: str | None) -> dict[str, Any]:
-    """Last run, last success and last error of a gateway, with the runs that failed before knowing it."""
-    mine = [Run.gateway_id == gateway_id] if gateway_id is not None else []
-    if unattributed is not None:
-        mine.append(and_(Run.gateway_id.is_(None), Run.gateway_name == unattributed))
-    # Runs a second apart share a started_at (stored to the second): the id tells which came last.
-    base = select(Run).where(or_(*mine)).order_by(Run.started_at.desc(), Run.id.desc()).limit(1)
-    last = conn.execute(base).one_or_none()
-    success = conn.execute(base.where(Run.outcome.in_(runs.SUCCESS))).one_or_none()
-    error = conn.execute(base.where(Run.error.is_not(None))).one_or_none()
+_NO_ROWS = {"meter": 0, "inverter": 0, "battery": 0}
+
+
+def _chosen(
+    conn: Connection, stored: list[Row[Any]], gateway: str | None, stored_names: set[str]
+) -> tuple[list[Row[Any]], list[str]]:
+    """The stored gateways `gateway` stands for (all without it), and the never-reached name it may be."""
+    if gateway is None:
+        return stored, []
+    try:
+        ids = {row.id for row in lookup_gateways(conn, gateway)}
+    except ConfigError:
+        # Not stored: perhaps a configured gateway whose every run failed before it said who it is.
+        if gateway in stored_names or not runs.newest_unattributed_runs(conn, [gateway]):
+            raise
+        return [], [gateway]
+    return [row for row in stored if row.id in ids], []
+
+
+def _run_fields(newest: NewestRuns) -> dict[str, Any]:
+    """Last run, last success and last error, as the document has them."""
+    last, success, error = newest.last, newest.success, newest.error
     # `at` is the start of a run, as it always was; `finished_at` is when it ended (null while it runs).
     return {
         "last_run": None
@@ -154,24 +223,80 @@ def _run_fields(conn: Connection, gateway_id: int | None, unattributed: str | No
     }
 
 
-def _firmware_change(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
-    change = load_firmware_change(conn, gateway_id)
-    if change is None:
+def _entry(
+    fields: dict[str, Any],
+    newest: NewestRuns,
+    token: credentials.StoredToken | None,
+    now: datetime,
+    stale_after: timedelta,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The gateway's document with its state and problem, and where it sorts among the others."""
+    state, problem = gateway_state(newest, now, stale_after)
+    token_problem = _token_problem(token, now)
+    if token_problem is not None:
+        if state == "ok":
+            state, problem = "token_expiring", token_problem
+        else:
+            problem = f"{problem}; {token_problem}"
+    document = {"serial": fields["serial"], "name": fields["name"], "state": state, "problem": problem}
+    document.update(fields)
+    # Worst first within a state too: the longest without a successful read, the token that runs out soonest;
+    # where nothing tells them apart (never collected, partial, ok), by name.
+    worst = 0.0
+    if state in ("failing", "stale") and newest.success and newest.success.finished_at:
+        worst = newest.success.finished_at.timestamp()
+    elif state == "token_expiring" and token and token.expires_at:
+        worst = token.expires_at.timestamp()
+    return (STATES.index(state), worst, fields["name"], fields["serial"] or ""), document
+
+
+def gateway_state(newest: NewestRuns, now: datetime, stale_after: timedelta) -> tuple[str, str | None]:
+    """A gateway's state (one of STATES but token_expiring) and its problem in a few words, from its runs."""
+    last, finished, success = newest.last, newest.finished, newest.success
+    if success is None or success.finished_at is None:
+        if newest.error is not None:
+            return "never_collected", newest.error.error
+        return "never_collected", "a first run is under way" if last is not None else "no run yet"
+    if finished is not None and finished.outcome == "failed":
+        return "failing", finished.error or (newest.error.error if newest.error else "the last run failed")
+    quiet = now - success.finished_at
+    if quiet > stale_after:
+        if last is not None and last.outcome == "running":
+            return "stale", (
+                f"no successful read for {duration_text(quiet)}; "
+                f"a run started {duration_text(now - last.started_at)} ago has not ended"
+            )
+        return "stale", f"no run for {duration_text(quiet)}"
+    if finished is not None and finished.outcome == "partial":
+        return "partial", finished.error or "some endpoints failed"
+    return "ok", None
+
+
+def _token_problem(token: credentials.StoredToken | None, now: datetime) -> str | None:
+    """A token that runs out soon and is not being renewed: it expires, or its renewal fails."""
+    if token is None or token.expires_at is None:
         return None
-    return {"at": iso_z(change.at), "from": change.previous, "to": change.current}
-
-
-def _last_event(conn: Connection, gateway_id: int) -> dict[str, Any] | None:
-    events = load_events(conn, gateway_id, limit=1)
-    if not events:
+    left = token.expires_at - now
+    if left <= timedelta(0):
+        return f"token expired {duration_text(-left)} ago"
+    if left > RENEW_BEFORE.get(token.enphase_user or "", timedelta(hours=1)):
         return None
-    return {"at": iso_z(events[0].at), "kind": events[0].kind, "detail": events[0].detail}
+    if token.cloud_failures:
+        cause = f": {token.cloud_error}" if token.cloud_error else ""
+        return f"token expires in {duration_text(left)}; renewing it failed{cause}"
+    if token.source == "cloud":
+        return None  # due: the next run renews it
+    # A pasted or configured token is renewed only with an Enphase login, which would have happened by now.
+    return f"token expires in {duration_text(left)}; not renewed (no Enphase login to renew it)"
 
 
-def _never_reached(conn: Connection, known_names: set[str]) -> list[str]:
-    """Names of configured gateways whose runs all failed before the gateway said who it is."""
-    query = select(Run.gateway_name).where(Run.gateway_id.is_(None)).distinct()
-    return sorted(name for name in conn.execute(query).scalars() if name not in known_names)
+def _summary(gateways: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many gateways are in each state (the healthy first), and the newest successful read of any."""
+    counts = {state: 0 for state in reversed(STATES)}
+    for document in gateways:
+        counts[document["state"]] += 1
+    successes = [document["last_success_at"] for document in gateways if document["last_success_at"]]
+    return {"gateways": len(gateways), "states": counts, "last_success_at": max(successes, default=None)}
 
 
 def _days_left(expires_at: datetime | None, now: datetime) -> float | None:
