@@ -39,6 +39,15 @@ class Faults:
     )  # keyed by path, e.g. "/production.json"
     quirks: Quirks = field(default_factory=Quirks)
 
+    def set_endpoint(self, path: str, fault: EndpointFault | None) -> None:
+        """Make one endpoint (a path without query) misbehave, or heal it with None."""
+        if not path.startswith("/"):
+            raise ValueError(f"an endpoint fault needs a path such as /production.json, not {path!r}")
+        if fault is None:
+            self.endpoints.pop(path, None)
+        else:
+            self.endpoints[path] = fault
+
 
 _SWITCHES = {"mfa", "wrong-password", "cloud-down", "late-reset", "counter-wrap", "booting"}
 BOOT_ZERO = timedelta(minutes=5)  # how long firmware 3.x reads all-zero production after a boot

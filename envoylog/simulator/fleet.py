@@ -147,12 +147,7 @@ class FleetGateway:
 
     def set_endpoint_fault(self, path: str, fault: EndpointFault | None) -> None:
         """Make one endpoint of this gateway misbehave, or heal it with None."""
-        if not path.startswith("/"):
-            raise ValueError(f"an endpoint fault needs a path such as /production.json, not {path!r}")
-        if fault is None:
-            self.faults.endpoints.pop(path, None)
-        else:
-            self.faults.endpoints[path] = fault
+        self.faults.set_endpoint(path, fault)
 
     def expire_sessions(self) -> int:
         """End this gateway's sessions (as a reboot does); returns how many there were."""

@@ -354,12 +354,7 @@ class Simulator:
                 setattr(self.faults.quirks, item.name, getattr(Quirks(), item.name))
 
     def _set_endpoint(self, path: str, fault: EndpointFault | None) -> None:
-        if not path.startswith("/"):
-            raise ValueError(f"an endpoint fault needs a path such as /production.json, not {path!r}")
-        if fault is None:
-            self.faults.endpoints.pop(path, None)
-        else:
-            self.faults.endpoints[path] = fault
+        self.faults.set_endpoint(path, fault)
 
     def expire_sessions(self) -> int:
         """End every gateway session, as a reboot does; returns how many there were."""
