@@ -81,6 +81,10 @@ class AuthRecord(Base):
     cloud_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Why the last cloud attempt failed, one line without secrets: the back-off's later messages repeat it.
     cloud_error: Mapped[str | None] = mapped_column(Text)
+    # The cloud route that last gave a token ("enlighten" | "entrez-web"): tried first next time.
+    cloud_route: Mapped[str | None] = mapped_column(String(32))
+    # The first failed cloud attempt since the last token: a renewal failing for a day is said once.
+    cloud_failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Series(Base):
@@ -214,3 +218,35 @@ class Claim(Base):
     claimed_ms: Mapped[int] = mapped_column(BigInteger)
     until_ms: Mapped[int] = mapped_column(BigInteger)  # a collector that dies lets go at this time
     done_ms: Mapped[int | None] = mapped_column(BigInteger)  # when its holder finished polling it
+
+
+class Breaker(Base):
+    """An endpoint that timed out, skipped until `open_until` so that it does not eat every run.
+
+    Each timeout in a row doubles the pause; an answer (of any kind) ends it.
+    """
+
+    __tablename__ = "breakers"
+
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(100), primary_key=True)
+    timeouts: Mapped[int]  # timeouts in a row
+    open_until: Mapped[datetime | None] = mapped_column(UtcDateTime)  # not asked before this time
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Problem(Base):
+    """A problem a run has seen, since when, and when it was said (a line, so under cron a mail).
+
+    A problem is said once, when it has lasted past its threshold; later runs stay silent about it, and the
+    run that finds it gone says so once and deletes the row.
+    """
+
+    __tablename__ = "problems"
+
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # "endpoint" | "token" | "discovery" ...
+    subject: Mapped[str] = mapped_column(String(100), primary_key=True)  # an endpoint's path, or ""
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    said_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    detail: Mapped[str | None] = mapped_column(Text)  # the latest failure, one line without secrets
