@@ -58,7 +58,15 @@ _TOP_LEVEL_KEYS = {
     "gateways",
     "collect",
 }
-_COLLECT_KEYS = {"workers", "db_connections", "shared", "quiet_minutes"}
+_COLLECT_KEYS = {
+    "workers",
+    "db_connections",
+    "shared",
+    "quiet_minutes",
+    "endpoint_quiet_minutes",
+    "token_quiet_hours",
+    "discovery_quiet_hours",
+}
 MAX_WORKERS = 1000
 _TOP_LEVEL_KEYS |= _SINGLE_GATEWAY_KEYS
 _HOSTNAME = re.compile(
@@ -102,6 +110,11 @@ class CollectSettings:
     # A gateway read successfully within this many minutes fails quietly (the run log keeps it, nothing is
     # printed): its nightly outage or a reboot is not worth a mail. Past it, the failure is said once.
     quiet_minutes: int = 15
+    # Problems of a gateway that is read are said once they last this long: one endpoint failing while the
+    # others answer, the token not renewed although due (the old one still works), discovery incomplete.
+    endpoint_quiet_minutes: int = 60
+    token_quiet_hours: int = 24
+    discovery_quiet_hours: int = 24
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,11 @@ def _collect(data: Mapping[str, Any]) -> CollectSettings:
         db_connections=_count(table, "db_connections", defaults.db_connections, 100),
         shared=shared,
         quiet_minutes=_count(table, "quiet_minutes", defaults.quiet_minutes, 1440),
+        endpoint_quiet_minutes=_count(
+            table, "endpoint_quiet_minutes", defaults.endpoint_quiet_minutes, 10080
+        ),
+        token_quiet_hours=_count(table, "token_quiet_hours", defaults.token_quiet_hours, 720),
+        discovery_quiet_hours=_count(table, "discovery_quiet_hours", defaults.discovery_quiet_hours, 720),
     )
 
 

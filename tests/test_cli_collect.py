@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import Site, envoylog_command
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from typer.testing import CliRunner, Result
@@ -30,7 +30,7 @@ from typer.testing import CliRunner, Result
 from envoylog.cli import app
 from envoylog.db import claims
 from envoylog.db.migrate import open_database
-from envoylog.db.models import AuthRecord, Event, Run
+from envoylog.db.models import AuthRecord, Event, Problem, Run
 from envoylog.simulator import EndpointFault, Quirks, Simulator
 
 runner = CliRunner()
@@ -798,3 +798,23 @@ def _finished_runs(site: Site) -> int:
         return int(site.query("SELECT COUNT(*) FROM runs WHERE finished_at IS NOT NULL")[0][0])
     except SQLAlchemyError:  # the schema is not there yet: the process is still starting
         return 0
+
+
+def test_a_lasting_endpoint_failure_is_one_warning_under_cron_and_its_end_one_line(cli: Site) -> None:
+    assert_ok_and_silent(envoylog("collect"))
+    cli.sim.set_endpoint_fault("/ivp/meters/readings", EndpointFault(status=500))
+    assert_ok_and_silent(envoylog("collect"))  # partial, and new: the run log knows, no mail
+    with cli.transaction() as conn:  # as if it had failed for the last 70 minutes
+        since = conn.execute(select(Problem.since)).scalar_one()
+        conn.execute(update(Problem).values(since=since - timedelta(minutes=70)))
+    crossing = envoylog("collect")
+    assert crossing.exit_code == 0 and crossing.stdout == ""  # the rest was stored
+    assert crossing.stderr == (
+        "envoylog: warning: gateway default: /ivp/meters/readings has failed for 70 min while the others "
+        "answer: HTTP 500\n"
+    )
+    assert_ok_and_silent(envoylog("collect"))  # said once
+    cli.sim.clear_faults()
+    healed = envoylog("collect")
+    assert (healed.exit_code, healed.stderr) == (0, "")
+    assert healed.stdout.startswith("gateway default: /ivp/meters/readings answers again after 70 min")

@@ -151,6 +151,12 @@ def test_collect_table_in_the_config_file(tmp_path: Path, isolated_env: Path) ->
     assert load_settings(config=config, environ={}).collect == CollectSettings(250, 4, True)
     config.write_text("")
     assert load_settings(config=config, environ={}).collect == CollectSettings()
+    config.write_text(
+        "[collect]\nendpoint_quiet_minutes = 30\ntoken_quiet_hours = 6\ndiscovery_quiet_hours = 48\n"
+    )
+    assert load_settings(config=config, environ={}).collect == CollectSettings(
+        endpoint_quiet_minutes=30, token_quiet_hours=6, discovery_quiet_hours=48
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,6 +166,7 @@ def test_collect_table_in_the_config_file(tmp_path: Path, isolated_env: Path) ->
         ("workers = true", "[collect] workers must be a whole number from 1 to 1000, not True"),
         ("db_connections = 500", "[collect] db_connections must be a whole number from 1 to 100, not 500"),
         ('shared = "yes"', "[collect] shared must be true or false, not 'yes'"),
+        ("token_quiet_hours = 0", "[collect] token_quiet_hours must be a whole number from 1 to 720, not 0"),
         ("threads = 4", "unknown key 'threads' in [collect]"),
     ],
 )

@@ -85,3 +85,79 @@ def test_a_gateway_that_does_not_answer_is_timed_by_its_clock_of_the_last_answer
     first, second = (at for (at,) in site.query("SELECT started_at FROM runs ORDER BY id"))
     gap = second - first
     assert abs(gap.total_seconds() if isinstance(gap, timedelta) else gap) < 60  # both by the gateway's clock
+
+
+# --- problems of a gateway that is read: one endpoint, the token, discovery ---
+
+METERS = "/ivp/meters/readings"
+
+
+def test_one_endpoint_failing_is_said_once_after_an_hour_and_its_end_said(site: Site) -> None:
+    assert site.collect().error is None
+    assert METERS in site.requests()  # read on every run: its failure is seen on every run
+    site.sim.set_endpoint_fault(METERS, EndpointFault(status=500))
+    said = []
+    for _ in range(60):  # the first failure and the 59 minutes after it
+        run = later(site, 1)
+        assert run.outcome == "partial" and run.error is None  # the rest is stored: exit 0
+        said += run.warnings
+    assert said == []  # a failing endpoint for less than an hour: the run log and `status` know, no mail
+    crossing = later(site, 1)
+    assert crossing.warnings == [
+        f"gateway home: {METERS} has failed for 60 min while the others answer: HTTP 500"
+    ]
+    assert [later(site, 1).warnings for _ in range(5)] == [[]] * 5  # said once
+    site.sim.clear_faults()
+    healed = later(site, 1)
+    assert healed.outcome == "ok"
+    assert healed.cleared == [f"gateway home: {METERS} answers again after 66 min of failures"]
+    assert later(site, 1).cleared == []
+
+
+def test_an_endpoint_that_fails_for_a_while_and_recovers_is_never_said(site: Site) -> None:
+    assert site.collect().error is None
+    for _ in range(3):  # three bouts of 40 minutes: each is transient, and they do not add up
+        site.sim.set_endpoint_fault(METERS, EndpointFault(status=503))
+        runs = [later(site, 1) for _ in range(40)]
+        site.sim.clear_faults()
+        runs.append(later(site, 1))
+        assert all(run.warnings == [] and run.cleared == [] for run in runs)
+        assert runs[-1].outcome == "ok"
+
+
+def test_the_endpoint_threshold_is_configurable(site: Site) -> None:
+    settings = replace(site.settings(), collect=CollectSettings(endpoint_quiet_minutes=5))
+    assert site.collect(settings).error is None
+    site.sim.set_endpoint_fault(METERS, EndpointFault(malformed=True))
+    site.sim.clock.advance(timedelta(minutes=1))
+    assert site.collect(settings).warnings == []
+    site.sim.clock.advance(timedelta(minutes=5))
+    (line,) = site.collect(settings).warnings
+    assert line.startswith(f"gateway home: {METERS} has failed for 5 min while the others answer: ")
+
+
+def test_a_gateway_failing_as_a_whole_opens_no_endpoint_problem(site: Site) -> None:
+    # The nightly outage: every endpoint fails with the gateway; its own rule (quiet_minutes) covers it.
+    assert site.collect().error is None
+    site.sim.set_endpoint_fault("/info", EndpointFault(status=503))
+    for _ in range(5):
+        later(site, 1)
+    site.sim.clear_faults()
+    assert later(site, 1).cleared == []
+    assert site.query("SELECT kind, subject FROM problems") == []
+
+
+def test_discovery_incomplete_for_a_day_is_said_once_and_its_end_said(site: Site) -> None:
+    # A new gateway whose inverters' endpoint fails: readings are stored, discovery waits for it.
+    site.sim.set_endpoint_fault("/api/v1/production/inverters", EndpointFault(status=500))
+    first = site.collect()
+    assert first.outcome == "partial" and first.warnings == []
+    runs = [later(site, 60) for _ in range(23)]
+    assert all(run.warnings == [] for run in runs)
+    (line,) = later(site, 60).warnings
+    assert line.startswith("gateway home: discovery has been incomplete for 24.0 h: ")
+    assert "/api/v1/production/inverters: HTTP 500" in line
+    assert later(site, 60).warnings == []
+    site.sim.clear_faults()
+    done = later(site, 1)
+    assert done.cleared == ["gateway home: discovery complete after 25.0 h"]

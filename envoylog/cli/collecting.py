@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,9 @@ from envoylog.cli.shell import (
     run_cli,
 )
 from envoylog.errors import ConfigError
+
+if TYPE_CHECKING:
+    from envoylog.collect.run import Notice
 
 MAX_EVERY_S = 86_400.0  # a day: a longer pause is a typo, and a timer would serve better
 
@@ -44,17 +47,23 @@ def collect(
         if every is not None:
             if not 1 <= every <= MAX_EVERY_S:
                 raise ConfigError(f"--every must be from 1 to {MAX_EVERY_S:.0f} seconds, not {every}")
-            collect_every(
-                settings, every_s=every, deadline_s=deadline, warn=lambda line: typer.echo(line, err=True)
-            )
+            collect_every(settings, every_s=every, deadline_s=deadline, say=say)
             return
         runs = collect_all(settings, deadline_s=deadline)
         for run in runs:
-            if run.recovered:
-                typer.echo(run.recovered)
+            for kind, line in run.notices():
+                say(kind, line)
         raise_for_runs(runs)
 
     run_cli(ctx, action)
+
+
+def say(kind: Notice, line: str) -> None:
+    """A line of a collect: an error or a problem that has lasted (stderr), or one that cleared (stdout)."""
+    if kind == "cleared":
+        typer.echo(line)
+    else:
+        typer.echo(f"envoylog: {kind}: {line}", err=True)
 
 
 @global_options

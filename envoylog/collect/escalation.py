@@ -1,20 +1,27 @@
-"""When a failing gateway is worth a line (and so, under cron, a mail): once it has become real, not before.
+"""When a problem is worth a line (and so, under cron, a mail): once it has become real, not before.
 
 A gateway read successfully within the quiet window (`[collect] quiet_minutes`, 15 by default) fails
 quietly: its nightly outage around 23:00, a reboot, a minute of "503 busy" reach the run log and `status`
 only. The first run past the window says it, with how long there has been no successful read; the runs after
 it stay quiet until a run succeeds again, which says so in one line. A gateway never read successfully says
 every failure: it is being set up, and somebody is watching.
+
+Problems of a gateway that is read follow the same rule with thresholds of their own (`escalate_problems`):
+one endpoint failing while the rest answer (an hour), the token not renewed although it is due (a day),
+discovery incomplete (a day). The problems table remembers since when each one lasts and whether it was said.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection, Row
 
-from envoylog.db import runs
+from envoylog.config import CollectSettings
+from envoylog.db import problems, runs
 from envoylog.db.runs import SUCCESS
 from envoylog.errors import GatewayError
 
@@ -66,3 +73,87 @@ def _minutes(delta: timedelta) -> str:
     if minutes < 120:
         return f"{minutes} min"
     return f"{minutes / 60:.1f} h" if minutes < 48 * 60 else f"{minutes / 1440:.0f} days"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one run found about one possible problem: failing or not, and why.
+
+    A run reports only what it looked at: an endpoint it did not ask keeps its state, failing or not.
+    """
+
+    kind: str  # "endpoint" | "token" | "discovery"
+    subject: str  # the endpoint's path; "" for the others
+    failing: bool
+    detail: str | None = None  # the latest failure, one line without secrets
+    since: datetime | None = None  # when it began, where another table knows it better than this run
+    said: bool = False  # this run's own error says it already (an auth problem that needs the user)
+
+
+def thresholds(settings: CollectSettings) -> dict[str, timedelta]:
+    """How long each kind of problem lasts before it is said."""
+    return {
+        "endpoint": timedelta(minutes=settings.endpoint_quiet_minutes),
+        "token": timedelta(hours=settings.token_quiet_hours),
+        "discovery": timedelta(hours=settings.discovery_quiet_hours),
+    }
+
+
+def escalate_problems(
+    conn: Connection,
+    gateway_id: int,
+    name: str,
+    observations: Iterable[Observation],
+    now: datetime,
+    settings: CollectSettings,
+) -> tuple[list[str], list[str]]:
+    """Record what this run saw; return the lines to say: problems that became real, problems that cleared."""
+    seen = list(observations)
+    said: list[str] = []
+    cleared: list[str] = []
+    if not seen:
+        return said, cleared
+    known = problems.load(conn, gateway_id)
+    limits = thresholds(settings)
+    for obs in seen:
+        stored = known.get((obs.kind, obs.subject))
+        if not obs.failing:
+            if stored is not None:
+                problems.close_problem(conn, gateway_id, obs.kind, obs.subject)
+                if stored.said_at is not None:
+                    cleared.append(f"gateway {name}: {_cleared(obs.kind, obs.subject, now - stored.since)}")
+            continue
+        since = obs.since or (stored.since if stored is not None else now)
+        said_at = stored.said_at if stored is not None else None
+        if said_at is None and (obs.said or now - since >= limits[obs.kind]):
+            said_at = now
+            if not obs.said:
+                said.append(f"gateway {name}: {_lasting(obs, now - since)}")
+        if stored is None:
+            problems.open_problem(conn, gateway_id, obs.kind, obs.subject, since, obs.detail)
+            if said_at is not None:
+                problems.update_problem(conn, gateway_id, obs.kind, obs.subject, said_at=said_at)
+        elif (since, said_at, obs.detail) != (stored.since, stored.said_at, stored.detail):
+            problems.update_problem(
+                conn, gateway_id, obs.kind, obs.subject, since=since, said_at=said_at, detail=obs.detail
+            )
+    return said, cleared
+
+
+def _lasting(obs: Observation, lasted: timedelta) -> str:
+    detail = f": {obs.detail}" if obs.detail else ""
+    if obs.kind == "endpoint":
+        return (
+            f"{obs.subject} has failed for {_minutes(lasted)} while the others answer{detail}"
+        )
+    if obs.kind == "token":
+        return f"the token could not be renewed for {_minutes(lasted)}{detail}"
+    return f"discovery has been incomplete for {_minutes(lasted)}{detail}"
+
+
+def _cleared(kind: str, subject: str, lasted: timedelta) -> str:
+    if kind == "endpoint":
+        return f"{subject} answers again after {_minutes(lasted)} of failures"
+    if kind == "token":
+        return f"token renewed after {_minutes(lasted)} of failed attempts"
+    return f"discovery complete after {_minutes(lasted)}"

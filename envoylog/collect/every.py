@@ -11,7 +11,7 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.collect.run import collect_all, raise_for_runs
+from envoylog.collect.run import Notice, collect_all, raise_for_runs
 from envoylog.config import Settings
 from envoylog.db.engine import describe_db_error
 from envoylog.errors import ConfigError, EnvoylogError
@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def collect_every(
-    settings: Settings, *, every_s: float, deadline_s: float, warn: Callable[[str], None]
+    settings: Settings, *, every_s: float, deadline_s: float, say: Callable[[Notice, str], None]
 ) -> None:
-    """Collect every `every_s` seconds; errors are reported and polling goes on; a signal stops it cleanly."""
+    """Collect every `every_s` seconds; errors are reported and polling goes on; a signal stops it cleanly.
+
+    `say(kind, line)` prints a line: an error, a problem that has lasted (a warning), one that cleared.
+    """
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -36,15 +39,19 @@ def collect_every(
             try:
                 # A cycle may take longer than `every_s` (a first login, a slow gateway): the next one then
                 # starts late, never beside it, so a cycle keeps the run's whole deadline.
-                raise_for_runs(collect_all(settings, deadline_s=deadline_s))
+                runs = collect_all(settings, deadline_s=deadline_s)
+                for run in runs:
+                    for kind, line in run.notices():
+                        say(kind, line)
+                raise_for_runs(runs)
             except ConfigError:
                 raise  # nothing will change by trying again
             except EnvoylogError as exc:
                 if not exc.quiet:
-                    warn(f"envoylog: error: {exc}")
+                    say("error", str(exc))
             except SQLAlchemyError as exc:
                 # A database restarting under a long-running collector: the next cycle reconnects.
-                warn(f"envoylog: error: database error: {describe_db_error(exc)}")
+                say("error", f"database error: {describe_db_error(exc)}")
             stop.wait(max(0.0, every_s - (time.monotonic() - started)))
     finally:
         for sig, handler in previous.items():

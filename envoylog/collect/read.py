@@ -34,7 +34,15 @@ class Reading:
     answers: Answers
     discovery: Discovery
     errors: list[str] = field(default_factory=list)  # one line per endpoint that failed
+    asked: list[str] = field(default_factory=list)  # the paths requested, answered or not
+    failed: dict[str, str] = field(default_factory=dict)  # path -> why it failed (the same lines as errors)
+    discovering: bool = False  # every endpoint was asked: the firmware is new to envoylog
     html_only: bool = False  # every failure was an HTML page: firmware that serves no data
+
+    def fail(self, path: str, why: str) -> None:
+        """Note that `path` failed, and why."""
+        self.failed[path] = why
+        self.errors.append(f"{path}: {why}")
 
 
 def read_gateway(
@@ -47,15 +55,16 @@ def read_gateway(
     paths = discovery_paths(info) if discovering else steady_paths(info, known, now)
     absent: set[str] = set(discovery.absent)
     refused: set[str] = set()
-    result = Reading(Answers(), discovery)
+    result = Reading(Answers(), discovery, discovering=discovering)
     times = TimeCheck(now)
     complete, answered, html_only = True, False, True
     for path in paths:
         endpoint = ENDPOINTS[path]
+        result.asked.append(path)
         try:
             answer = _get(client, auth, info, path)
         except (GatewayUnreachable, AnswerTooLarge) as exc:
-            result.errors.append(f"{path}: {exc}")
+            result.fail(path, str(exc))
             complete = html_only = False
             if client.remaining() <= 0:
                 break
@@ -68,19 +77,19 @@ def read_gateway(
         if answer.status != 200:
             if answer.status in (401, 403):
                 refused.add(path)
-            result.errors.append(f"{path}: HTTP {answer.status}")
+            result.fail(path, f"HTTP {answer.status}")
             complete = html_only = False
             continue
         try:
             setattr(result.answers, endpoint.answer, endpoint.parse(decode_json(answer.body, path), times))
         except ParseError as exc:
-            result.errors.append(f"{path}: {exc}")
+            result.fail(path, str(exc))
             complete = False
             html_only = html_only and isinstance(exc, HtmlAnswer)
             continue
         except Exception as exc:  # one answer that no parser foresaw must not end the run
             log.info("cannot read %s", path, exc_info=True)
-            result.errors.append(f"{path}: answered something envoylog cannot read ({type(exc).__name__})")
+            result.fail(path, f"answered something envoylog cannot read ({type(exc).__name__})")
             complete = html_only = False
             continue
         answered = True

@@ -9,19 +9,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.collect.auth_store import DatabaseAuthStore
-from envoylog.collect.escalation import escalate
-from envoylog.collect.read import read_gateway
-from envoylog.config import GatewaySettings, Settings
+from envoylog.collect.escalation import Observation, escalate, escalate_problems
+from envoylog.collect.read import Reading, read_gateway
+from envoylog.config import CollectSettings, GatewaySettings, Settings
 from envoylog.db import claims, credentials, gateways, runs, samples
 from envoylog.db.engine import DEADLINE_GRACE_S, SQLITE_BEGIN, describe_db_error, waiting_until
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
-from envoylog.errors import DatabaseError, EnvoylogError, GatewayError, LockedError
+from envoylog.errors import AuthError, DatabaseError, EnvoylogError, GatewayError, LockedError
 from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import GatewayClient, GatewayUnreachable
 from envoylog.gateway.cloud import CloudClient, EnlightenLogins
@@ -33,6 +35,9 @@ from envoylog.readings.sources import build_snapshot
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 50.0  # ends a cron run before the next minute's starts
+
+# What a line a collect prints is: its error, a problem that has lasted (a warning), one that has cleared.
+Notice = Literal["error", "warning", "cleared"]
 
 
 def utc_now() -> datetime:
@@ -55,6 +60,17 @@ class GatewayRun:
     clock_offset: timedelta | None = None  # the gateway's clock minus this machine's, where they disagree
     skipped: str | None = None  # why this run did not poll it: another collector had it
     recovered: str | None = None  # the line that says a failure, said before, has cleared
+    warnings: list[str] = field(default_factory=list)  # problems that have lasted past their threshold
+    cleared: list[str] = field(default_factory=list)  # problems said before that have cleared
+    # What this run found about lasting problems (escalation), and whether the gateway's token is watched.
+    observations: list[Observation] = field(default_factory=list)
+    watch_token: bool = False
+
+    def notices(self) -> list[tuple[Notice, str]]:
+        """The lines this run says besides its error: lasting problems (warnings), problems that cleared."""
+        good = [self.recovered] if self.recovered else []
+        warnings: list[tuple[Notice, str]] = [("warning", line) for line in self.warnings]
+        return warnings + [("cleared", line) for line in good + self.cleared]
 
     def summary(self) -> str:
         """One line for -v: requests made and rows added per series kind."""
@@ -292,6 +308,7 @@ def collect_gateway(
             with engine.begin() as conn:
                 gateways.record_firmware_change(conn, record.id, record.previous_firmware, info.firmware, now)
         auth = None
+        run.watch_token = info.needs_token
         if info.needs_token:
             auth = GatewayAuth(
                 store=DatabaseAuthStore(engine, record.id),
@@ -324,6 +341,7 @@ def collect_gateway(
             if auth is not None and auth.session_used:
                 credentials.touch_session(conn, record.id, clock())
         run.outcome = "partial" if run.endpoint_errors else "ok"
+        run.observations = _observations(read)
     except EnvoylogError as exc:
         run.outcome, run.error = "failed", exc
     except SQLAlchemyError as exc:
@@ -343,8 +361,27 @@ def collect_gateway(
         clock = _shifted(clock, run.clock_offset)
     run.requests = client.requests_made if client is not None else run.requests
     run.cloud_requests = cloud.requests_made
-    _finish(engine, run_id, gateway_id, run, clock(), started, settings.collect.quiet_minutes)
+    _finish(engine, run_id, gateway_id, run, clock(), started, settings.collect)
     return run
+
+
+def _observations(read: Reading) -> list[Observation]:
+    """What a run that stored readings saw of lasting problems: each endpoint it asked, and discovery."""
+    if read.discovering:
+        # While discovering, the failing endpoints are discovery's problem: one line names them.
+        incomplete = read.discovery.firmware is None
+        return [Observation("discovery", "", incomplete, "; ".join(read.errors[:3]) if incomplete else None)]
+    seen = [Observation("endpoint", path, path in read.failed, read.failed.get(path)) for path in read.asked]
+    return [*seen, Observation("discovery", "", False)]
+
+
+def _token_observation(conn: Connection, gateway_id: int, error: EnvoylogError | None) -> Observation:
+    """Whether the token's renewal is failing: since the first failed cloud attempt after the last token."""
+    stored = credentials.load_token(conn, gateway_id)
+    since = stored.cloud_failing_since if stored is not None else None
+    # An auth failure that needs the user says so on each attempt: escalation adds no line of its own.
+    said = isinstance(error, AuthError) and not error.quiet
+    return Observation("token", "", since is not None, stored.cloud_error if stored else None, since, said)
 
 
 def _trusted_clock(
@@ -389,14 +426,19 @@ def _finish(
     run: GatewayRun,
     now: datetime,
     started: datetime,
-    quiet_minutes: int,
+    options: CollectSettings,
 ) -> None:
     """Decide whether the outcome is worth a line (escalation) and write it to the run log."""
     try:
         with engine.begin() as conn:
             if gateway_id is not None:
                 run.recovered = escalate(
-                    conn, gateway_id, run.name, run.outcome, run.error, now, quiet_minutes
+                    conn, gateway_id, run.name, run.outcome, run.error, now, options.quiet_minutes
+                )
+                if run.watch_token:
+                    run.observations.append(_token_observation(conn, gateway_id, run.error))
+                run.warnings, run.cleared = escalate_problems(
+                    conn, gateway_id, run.name, run.observations, now, options
                 )
             runs.finish_run(
                 conn,

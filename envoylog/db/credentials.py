@@ -33,6 +33,8 @@ class StoredToken:
     cloud_failures: int
     cloud_retry_at: datetime | None
     cloud_error: str | None  # why the last cloud attempt failed (no secrets in it)
+    cloud_failing_since: datetime | None = None  # the first failed attempt since the last token
+    cloud_route: str | None = None  # the route that last gave a token
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ def _token(row: Row[Any]) -> StoredToken:
         row.cloud_failures,
         row.cloud_retry_at,
         row.cloud_error,
+        row.cloud_failing_since,
+        row.cloud_route,
     )
 
 
