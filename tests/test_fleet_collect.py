@@ -212,6 +212,7 @@ def test_a_fleet_is_read_at_once_with_one_enlighten_login_per_account(
     assert [run.outcome for run in runs] == ["ok"] * 12
     # Twelve gateways needed tokens; their three accounts logged in once each.
     assert fleet.logins_by_account() == {account.username: 1 for account in fleet.accounts}
+    assert fleet.logins_by_account("/login") == {account.username: 1 for account in fleet.accounts}
     assert sum(run.cloud_requests for run in runs) == 3 + 12  # three logins, a token request each
     engine = open_database(db_url, create=False)
     try:
@@ -237,6 +238,7 @@ def test_a_refused_login_is_not_repeated_by_the_accounts_other_gateways(
     assert all(run.error is not None and run.error.status == 3 for run in runs)
     assert all("refused the username or password" in str(run.error) for run in runs)
     assert fleet.logins_by_account() == {account.username: 1 for account in fleet.accounts}
+    assert fleet.logins_by_account("/login") == {account.username: 1 for account in fleet.accounts}
 
 
 def test_two_collectors_sharing_a_config_poll_each_gateway_once(

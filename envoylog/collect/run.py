@@ -24,7 +24,7 @@ from envoylog.db.runs import RunOutcome
 from envoylog.errors import DatabaseError, EnvoylogError, GatewayError, LockedError
 from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import GatewayClient, GatewayUnreachable
-from envoylog.gateway.cloud import CloudClient, EnlightenLogins
+from envoylog.gateway.cloud import CloudClient, CloudLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
 from envoylog.readings import model
 from envoylog.readings.plausible import plausible_snapshot
@@ -108,7 +108,7 @@ def collect_all(
         holder=holder or claims.this_process(),
         clock=clock,
         cloud_verify=cloud_verify,
-        logins=EnlightenLogins(),
+        logins=CloudLogins(),
     )
     try:
         if options.shared:
@@ -154,7 +154,7 @@ class Shared:
     holder: str
     clock: Callable[[], datetime]
     cloud_verify: str | bool
-    logins: EnlightenLogins
+    logins: CloudLogins
     run_started_ms: int | None = None  # the database's clock at the start, when collectors share a config
 
     @property
@@ -242,7 +242,7 @@ def collect_gateway(
     deadline: float,
     clock: Callable[[], datetime] = utc_now,
     cloud_verify: str | bool = True,
-    logins: EnlightenLogins | None = None,
+    logins: CloudLogins | None = None,
     late: GatewayError | None = None,
 ) -> GatewayRun:
     """Read one gateway and store what changed; every outcome is written to the run log.

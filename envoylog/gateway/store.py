@@ -23,6 +23,7 @@ class SavedToken:
     secret: str | None
     cloud_retry_at: datetime | None  # no cloud attempt before this time
     cloud_error: str | None  # why the last cloud attempt failed, to say again while the back-off lasts
+    cloud_route: str | None = None  # the cloud route that last gave a token: tried first
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,20 @@ class AuthStore(Protocol):
         """The stored session, if any."""
         ...
 
-    def save_token(self, token: TokenInfo, source: TokenSource, now: datetime) -> None:
-        """Store a token in place of any other and clear the cloud back-off."""
+    def save_token(
+        self,
+        token: TokenInfo,
+        source: TokenSource,
+        now: datetime,
+        *,
+        route: str | None = None,
+        route_failures: str | None = None,
+    ) -> None:
+        """Store a token in place of any other and clear the cloud back-off.
+
+        `route`: the cloud route that gave it, remembered (None keeps the one remembered); `route_failures`:
+        what failed on the routes tried before it, one line without secrets.
+        """
         ...
 
     def save_session(self, session_id: str, now: datetime) -> None:
