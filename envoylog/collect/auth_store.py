@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from envoylog.db import credentials
-from envoylog.gateway.store import SavedSession, SavedToken, TokenSource
+from envoylog.gateway.store import CloudRoute, SavedSession, SavedToken, TokenSource
 from envoylog.gateway.tokens import TokenInfo
 
 
@@ -34,17 +34,11 @@ class DatabaseAuthStore:
         return SavedSession(stored.secret, stored.last_used_at) if stored is not None else None
 
     def save_token(
-        self,
-        token: TokenInfo,
-        source: TokenSource,
-        now: datetime,
-        *,
-        route: str | None = None,
-        route_failures: str | None = None,
+        self, token: TokenInfo, source: TokenSource, now: datetime, route: CloudRoute | None = None
     ) -> None:
         """Store a token in place of any other, clear the cloud back-off, remember the route that gave it."""
         with self.engine.begin() as conn:
-            store_token(conn, self.gateway_id, token, source, now, route=route, route_failures=route_failures)
+            store_token(conn, self.gateway_id, token, source, now, route)
 
     def save_session(self, session_id: str, now: datetime) -> None:
         """Store a new session, used just now."""
@@ -63,9 +57,7 @@ def store_token(
     token: TokenInfo,
     source: TokenSource,
     now: datetime,
-    *,
-    route: str | None = None,
-    route_failures: str | None = None,
+    route: CloudRoute | None = None,
 ) -> None:
     """Store a token's secret and the claims envoylog acts on, in place of any other."""
     credentials.save_token(
@@ -77,6 +69,6 @@ def store_token(
         issued_at=token.issued_at,
         expires_at=token.expires_at,
         now=now,
-        cloud_route=route,
-        cloud_error=route_failures,
+        cloud_route=route.name if route else None,
+        cloud_error=route.failures if route else None,
     )

@@ -200,5 +200,5 @@ def fetch_and_store_token(
     token = got.token
     if token.serial and token.serial != serial:
         raise AuthError(f"the Enphase cloud issued a token for gateway {token.serial}, not {serial}")
-    store.save_token(token, "cloud", now, route=got.route, route_failures=got.failures)
+    store.save_token(token, "cloud", now, got.route)
     return token

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import Any
 
 from envoylog.errors import ConfigError
 from envoylog.gateway.cloud import (
@@ -27,8 +28,10 @@ from envoylog.gateway.cloud import (
     CloudRefused,
     CloudTimeUp,
     CloudUnavailable,
+    Reply,
 )
 from envoylog.gateway.http import BoundedSession
+from envoylog.gateway.store import CloudRoute
 from envoylog.gateway.tokens import TokenInfo, decode_token
 
 log = logging.getLogger(__name__)
@@ -47,11 +50,10 @@ _LOGINS = {ENLIGHTEN: "Enlighten login", ENTREZ_WEB: "Entrez web login"}
 
 @dataclass(frozen=True)
 class CloudToken:
-    """A token from the cloud, the route that gave it, and what failed on the routes tried before it."""
+    """A token from the cloud, the route that gave it and what failed on the routes tried before it."""
 
     token: TokenInfo
-    route: str
-    failures: str | None = None  # one line naming each route that failed first; None when none did
+    route: CloudRoute
 
 
 class NoCloudToken(CloudError):
@@ -78,7 +80,7 @@ def fetch_token(
         # A session per route: the cookies of one service never travel with another's requests.
         with BoundedSession() as session:
             try:
-                token = _ROUTES[route](cloud, session, username, password, serial)
+                token = _ROUTES[route](_Attempt(cloud, session, username, password), serial)
             except CloudError as exc:
                 log.info("token route %s failed: %s", route, exc)
                 failures.append((route, exc))
@@ -95,7 +97,7 @@ def fetch_token(
             route,
             token.expires_at,
         )
-        return CloudToken(token, route, describe_failures(failures) if failures else None)
+        return CloudToken(token, CloudRoute(route, describe_failures(failures) if failures else None))
     raise NoCloudToken(_no_token(username, failures))
 
 
@@ -122,37 +124,43 @@ def _no_token(username: str, failures: list[tuple[str, CloudError]]) -> str:
     return f"no token from the Enphase cloud: {describe_failures(failures)} — {WAY_OUT}"
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """One route's try for one account: the client, an HTTP session of its own, the credentials."""
+
+    cloud: CloudClient
+    session: BoundedSession
+    username: str
+    password: str = field(repr=False)
+
+    def logged_in(self, route: str, url: str, login: Callable[[_Attempt], str]) -> str:
+        """The account's session on `route` (an id or a cookie): `login` runs once per account and run."""
+        key = (route, url, self.username.casefold(), self.password)
+        return self.cloud.logins.session_id(key, lambda: login(self))
+
+    def post(self, url: str, what: str, **kwargs: Any) -> Reply:
+        return self.cloud.post(self.session, url, what, **kwargs)
+
+
 # --- route "enlighten": Enlighten's login, then Entrez's /tokens -------------------------------------
 
 
-def _enlighten(
-    cloud: CloudClient, session: BoundedSession, username: str, password: str, serial: str
-) -> TokenInfo:
-    session_id = cloud.logins.session_id(
-        (ENLIGHTEN, cloud.enlighten_url, username.casefold(), password),
-        lambda: _enlighten_login(cloud, session, username, password),
-    )
+def _enlighten(attempt: _Attempt, serial: str) -> TokenInfo:
+    cloud, username = attempt.cloud, attempt.username
+    session_id = attempt.logged_in(ENLIGHTEN, cloud.enlighten_url, _enlighten_login)
     what = "Entrez token request"
-    answer = cloud.post(
-        session,
-        f"{cloud.entrez_url}/tokens",
-        what,
-        json={"session_id": session_id, "serial_num": serial, "username": username},
-    )
+    body = {"session_id": session_id, "serial_num": serial, "username": username}
+    answer = attempt.post(f"{cloud.entrez_url}/tokens", what, json=body)
     if answer.status in (401, 403):
         raise CloudRefused(f"Entrez refused a token for gateway {serial} to {username}")
     answer.check(what)
     return _token(answer.text, what)
 
 
-def _enlighten_login(cloud: CloudClient, session: BoundedSession, username: str, password: str) -> str:
-    what = "Enlighten login"
-    login = cloud.post(
-        session,
-        f"{cloud.enlighten_url}/login/login.json",
-        what,
-        data={"user[email]": username, "user[password]": password},
-    )
+def _enlighten_login(attempt: _Attempt) -> str:
+    what, username = "Enlighten login", attempt.username
+    form = {"user[email]": username, "user[password]": attempt.password}
+    login = attempt.post(f"{attempt.cloud.enlighten_url}/login/login.json", what, data=form)
     if login.status in (401, 403):
         raise CloudBadLogin(f"Enlighten refused the username or password of {username}")
     login.check(what)
@@ -167,16 +175,11 @@ def _enlighten_login(cloud: CloudClient, session: BoundedSession, username: str,
 # --- route "entrez-web": Entrez's web login, then its token page -------------------------------------
 
 
-def _entrez_web(
-    cloud: CloudClient, session: BoundedSession, username: str, password: str, serial: str
-) -> TokenInfo:
-    cookie = cloud.logins.session_id(
-        (ENTREZ_WEB, cloud.entrez_url, username.casefold(), password),
-        lambda: _entrez_login(cloud, session, username, password),
-    )
+def _entrez_web(attempt: _Attempt, serial: str) -> TokenInfo:
+    cloud, username = attempt.cloud, attempt.username
+    cookie = attempt.logged_in(ENTREZ_WEB, cloud.entrez_url, _entrez_login)
     what = "Entrez token page"
-    answer = cloud.post(
-        session,
+    answer = attempt.post(
         f"{cloud.entrez_url}/entrez_tokens",
         what,
         data={"serialNum": serial},
@@ -195,11 +198,10 @@ def _entrez_web(
 _ASKS_FOR_CODE = re.compile(r"one-time|verification code|\botp\b|two-factor|multi-factor", re.IGNORECASE)
 
 
-def _entrez_login(cloud: CloudClient, session: BoundedSession, username: str, password: str) -> str:
-    what = "Entrez web login"
-    login = cloud.post(
-        session, f"{cloud.entrez_url}/login", what, data={"username": username, "password": password}
-    )
+def _entrez_login(attempt: _Attempt) -> str:
+    what, username = "Entrez web login", attempt.username
+    form = {"username": username, "password": attempt.password}
+    login = attempt.post(f"{attempt.cloud.entrez_url}/login", what, data=form)
     refused_by_redirect = login.status in (301, 302, 303, 307) and "error" in login.location.lower()
     if login.status in (401, 403) or refused_by_redirect:
         raise CloudBadLogin(f"Entrez web login refused the username or password of {username}")
@@ -258,7 +260,7 @@ def _token(text: str, what: str) -> TokenInfo:
         raise CloudUnavailable(f"{what} answered something that is not a token") from None
 
 
-_ROUTES: dict[str, Callable[[CloudClient, BoundedSession, str, str, str], TokenInfo]] = {
+_ROUTES: dict[str, Callable[[_Attempt, str], TokenInfo]] = {
     ENLIGHTEN: _enlighten,
     ENTREZ_WEB: _entrez_web,
 }

@@ -27,6 +27,15 @@ class SavedToken:
 
 
 @dataclass(frozen=True)
+class CloudRoute:
+    """The cloud route that gave a token, and what failed on the routes tried before it (one line, no
+    secrets; None when none failed)."""
+
+    name: str
+    failures: str | None = None
+
+
+@dataclass(frozen=True)
 class SavedSession:
     """A gateway session cookie and when it last worked."""
 
@@ -47,19 +56,10 @@ class AuthStore(Protocol):
         ...
 
     def save_token(
-        self,
-        token: TokenInfo,
-        source: TokenSource,
-        now: datetime,
-        *,
-        route: str | None = None,
-        route_failures: str | None = None,
+        self, token: TokenInfo, source: TokenSource, now: datetime, route: CloudRoute | None = None
     ) -> None:
-        """Store a token in place of any other and clear the cloud back-off.
-
-        `route`: the cloud route that gave it, remembered (None keeps the one remembered); `route_failures`:
-        what failed on the routes tried before it, one line without secrets.
-        """
+        """Store a token in place of any other and clear the cloud back-off; remember the cloud route that
+        gave it (None keeps the one remembered)."""
         ...
 
     def save_session(self, session_id: str, now: datetime) -> None:
