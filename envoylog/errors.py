@@ -32,6 +32,8 @@ class AuthError(EnvoylogError):
     """Authentication needs the user: bad credentials, MFA without a token, a token that cannot be renewed."""
 
     exit_code = 3
+    # The cloud was down or slow, not refusing: like an unreachable gateway, said once it lasts.
+    transient: bool = False
 
 
 class NoData(ConfigError):

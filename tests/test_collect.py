@@ -26,6 +26,7 @@ from envoylog.db import claims, runs
 from envoylog.db.migrate import open_database
 from envoylog.db.models import AuthRecord
 from envoylog.errors import AuthError, GatewayError, LockedError
+from envoylog.gateway.routes import WAY_OUT
 from envoylog.gateway.tokens import decode_token
 from envoylog.simulator import EndpointFault, Quirks, Simulator
 
@@ -146,26 +147,33 @@ def test_mfa_account_is_told_to_paste_a_token(site: Site) -> None:
 def test_wrong_password_is_not_retried_against_the_cloud_by_the_next_run(site: Site) -> None:
     site.sim.set_faults(wrong_password=True)
     first = site.collect()
-    assert isinstance(first.error, AuthError)
-    assert site.cloud_requests() == 1
+    assert isinstance(first.error, AuthError) and not first.error.quiet
+    assert site.cloud_requests() == 2  # one login on each route: Enlighten's and Entrez's web login
     site.sim.clock.advance(timedelta(minutes=1))
     second = site.collect()
     assert isinstance(second.error, AuthError)
     assert site.cloud_requests() == 0
     assert "next attempt after" in str(second.error)
+    assert second.error.quiet  # only waiting: the first run said it
     site.sim.clock.advance(timedelta(minutes=61))  # after the hour of back-off, one more attempt
     third = site.collect()
-    assert site.cloud_requests() == 1
-    assert isinstance(third.error, AuthError)
+    assert site.cloud_requests() == 2
+    assert isinstance(third.error, AuthError) and not third.error.quiet
 
 
 # What a failed cloud attempt says, and what the back-off repeats: "{serial}" is the gateway's serial.
+BOTH_LOGINS = "Enlighten login and Entrez web login both"
 CLOUD_FAILURES = {
-    "wrong_password": "Enlighten refused the username or password of owner@example.com",
-    "mfa": "the Enphase account uses multi-factor authentication: get a token at entrez.enphaseenergy.com "
-    "and store it with `envoylog auth set-token -`",
-    "cloud_down": "Enlighten login answered HTTP 503",
-    "entrez_refuses": "Entrez refused a token for gateway {serial} to owner@example.com",
+    "wrong_password": f"no token from the Enphase cloud: {BOTH_LOGINS} refused the username or password of "
+    "owner@example.com: check ENVOYLOG_USERNAME and ENVOYLOG_PASSWORD (or username and password in the "
+    f"config file), or {WAY_OUT}",
+    "mfa": "no token from the Enphase cloud: the account owner@example.com uses multi-factor authentication "
+    f"({BOTH_LOGINS} ask for a one-time code, which envoylog cannot give): {WAY_OUT}",
+    "cloud_down": "no token from the Enphase cloud: enlighten route: Enlighten login answered HTTP 503; "
+    f"entrez-web route: Entrez web login answered HTTP 503 — {WAY_OUT}",
+    "entrez_refuses": "no token from the Enphase cloud: enlighten route: Entrez refused a token for gateway "
+    "{serial} to owner@example.com; entrez-web route: Entrez's token page refused a token for gateway "
+    f"{{serial}} to owner@example.com — {WAY_OUT}",
 }
 SESSION_ID = re.compile(r"[0-9a-f]{32}")  # the shape of the simulated Enlighten's session ids
 

@@ -217,8 +217,9 @@ def test_a_fleet_is_read_at_once_with_one_enlighten_login_per_account(
     settings = fleet_settings(fleet, db_url, tmp_path, workers=6, db_connections=2)
     runs = collect_all(settings, clock=fleet.clock.now, cloud_verify=str(fleet.ca_file))
     assert [run.outcome for run in runs] == ["ok"] * 12
-    # Twelve gateways needed tokens; their three accounts logged in once each.
+    # Twelve gateways needed tokens; their three accounts logged in once each (Entrez's web login not needed).
     assert fleet.logins_by_account() == {account.username: 1 for account in fleet.accounts}
+    assert fleet.logins_by_account("/login") == {account.username: 0 for account in fleet.accounts}
     assert sum(run.cloud_requests for run in runs) == 3 + 12  # three logins, a token request each
     engine = open_database(db_url, create=False)
     try:
@@ -244,6 +245,7 @@ def test_a_refused_login_is_not_repeated_by_the_accounts_other_gateways(
     assert all(run.error is not None and run.error.status == 3 for run in runs)
     assert all("refused the username or password" in str(run.error) for run in runs)
     assert fleet.logins_by_account() == {account.username: 1 for account in fleet.accounts}
+    assert fleet.logins_by_account("/login") == {account.username: 1 for account in fleet.accounts}
 
 
 def test_two_collectors_sharing_a_config_poll_each_gateway_once(

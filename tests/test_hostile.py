@@ -600,6 +600,7 @@ def test_8_a_database_server_that_never_answers_ends_the_run_by_its_deadline(
 
 def test_8_a_trickling_cloud_cannot_hold_a_run_past_its_deadline(tmp_path: Path) -> None:
     from envoylog.gateway.cloud import CloudClient, CloudTimeUp
+    from envoylog.gateway.routes import fetch_token
 
     login = Route(body=trickle(b'{"session_id": "abc"}', 0.5))
     with HostilePeer(
@@ -609,30 +610,43 @@ def test_8_a_trickling_cloud_cannot_hold_a_run_past_its_deadline(tmp_path: Path)
         cloud = CloudClient(url, url, verify=str(peer.ca_file), deadline=time.monotonic() + 3)
         started = time.monotonic()
         with pytest.raises(CloudTimeUp, match="did not answer before this run's deadline"):
-            cloud.fetch_token(username="owner@example.com", password="secret", serial="1222")
+            fetch_token(cloud, username="owner@example.com", password="secret", serial="1222")
     assert time.monotonic() - started < 5
 
 
 # --- 10. a renewal that cannot be tried is not a warning on every run -------------------------------------
 
 
-def test_10_a_failed_early_renewal_warns_once_per_attempt(
+def test_10_a_refused_early_renewal_warns_once_per_attempt(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = site.sim.issue_token(lifetime=timedelta(days=10))  # an owner token due for renewal
     settings = site.settings(token=token)
-    site.sim.set_faults(cloud_down=True)
+    site.sim.set_faults(wrong_password=True)  # the user's to fix: said when an attempt fails
     warnings_said = []
-    for _ in range(3):
+    for minutes in (1, 60, 0):  # then past the back-off's hour: the third run makes the next attempt
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="envoylog"):
             run = site.collect(settings)
         assert run.outcome == "ok"  # the token still works
         warnings_said.append([r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING])
-        site.sim.clock.advance(timedelta(minutes=1))
+        site.sim.clock.advance(timedelta(minutes=minutes))
     assert len(warnings_said[0]) == 1 and "could not renew the token early" in warnings_said[0][0]
-    assert warnings_said[1:] == [[], []]  # waiting out the back-off: no attempt, nothing to say
-    assert site.cloud_requests() == 0
+    assert "refused the username or password" in warnings_said[0][0]
+    assert warnings_said[1] == []  # waiting out the back-off: no attempt, nothing to say
+    assert len(warnings_said[2]) == 1  # the next attempt failed too
+
+
+def test_10_an_early_renewal_with_the_cloud_down_is_not_a_warning(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = site.sim.issue_token(lifetime=timedelta(days=10))
+    site.sim.set_faults(cloud_down=True)  # not the user's to fix: said only if it lasts a day
+    with caplog.at_level(logging.WARNING, logger="envoylog"):
+        run = site.collect(site.settings(token=token))
+    assert run.outcome == "ok" and run.warnings == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert site.query("SELECT cloud_failures FROM auth WHERE kind = 'token'") == [(1,)]  # tried, recorded
 
 
 # --- 14. REQUESTS_CA_BUNDLE naming a file that is not there -----------------------------------------------

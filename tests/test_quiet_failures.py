@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -161,3 +162,33 @@ def test_discovery_incomplete_for_a_day_is_said_once_and_its_end_said(site: Site
     site.sim.clear_faults()
     done = later(site, 1)
     assert done.cleared == ["gateway home: discovery complete after 25.0 h"]
+
+
+def test_a_token_renewal_failing_for_a_day_is_said_once_and_its_end_said(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The owner token has 10 days left and the Enphase cloud is down: the token still works, so the readings
+    # go on; the renewal is tried after each back-off (1, 2, 4, 8, 12, 12 h) and said once, after a day.
+    token = site.sim.issue_token(lifetime=timedelta(days=10))
+    settings = site.settings(token=token)
+    site.sim.set_faults(cloud_down=True)
+    runs, printed = [], []
+    for _ in range(30):  # one run an hour for 30 hours
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="envoylog"):
+            runs.append(site.collect(settings))
+        printed.append([r.getMessage() for r in caplog.records])
+        site.sim.clock.advance(timedelta(hours=1))
+    assert all(run.outcome == "ok" and run.error is None for run in runs)
+    assert printed == [[]] * 30  # no log warnings: a cloud that is down is not the user's to fix
+    said = [(hour, line) for hour, run in enumerate(runs) for line in run.warnings]
+    assert len(said) == 1 and said[0][0] == 24
+    assert said[0][1].startswith("gateway home: the token could not be renewed for 24.0 h: ")
+    site.sim.set_faults(cloud_down=False)
+    cleared = []
+    for _ in range(12):  # the next attempt comes after the 12-hour back-off
+        run = site.collect(settings)
+        cleared += run.cleared
+        assert run.warnings == []
+        site.sim.clock.advance(timedelta(hours=1))
+    assert len(cleared) == 1 and cleared[0].startswith("gateway home: a new token is stored, ")

@@ -131,7 +131,8 @@ def simulate(
             metavar="FAULT",
             help=(
                 "Start with a fault: mfa, wrong-password, cloud-down, late-reset, counter-wrap, booting, "
-                "or PATH=STATUS|malformed|hang:SECONDS. Repeatable."
+                "PATH=STATUS|malformed|hang:SECONDS, or cloud:PATH=STATUS|html|malformed|hang:SECONDS for a "
+                "cloud path (/login/login.json, /tokens, /login, /entrez_tokens). Repeatable."
             ),
         ),
     ] = None,

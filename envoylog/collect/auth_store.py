@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from envoylog.db import credentials
-from envoylog.gateway.store import SavedSession, SavedToken, TokenSource
+from envoylog.gateway.store import CloudRoute, SavedSession, SavedToken, TokenSource
 from envoylog.gateway.tokens import TokenInfo
 
 
@@ -25,7 +25,7 @@ class DatabaseAuthStore:
             stored = credentials.load_token(conn, self.gateway_id)
         if stored is None:
             return None
-        return SavedToken(stored.secret, stored.cloud_retry_at, stored.cloud_error)
+        return SavedToken(stored.secret, stored.cloud_retry_at, stored.cloud_error, stored.cloud_route)
 
     def load_session(self) -> SavedSession | None:
         """The stored session cookie."""
@@ -33,10 +33,12 @@ class DatabaseAuthStore:
             stored = credentials.load_session(conn, self.gateway_id)
         return SavedSession(stored.secret, stored.last_used_at) if stored is not None else None
 
-    def save_token(self, token: TokenInfo, source: TokenSource, now: datetime) -> None:
-        """Store a token in place of any other and clear the cloud back-off."""
+    def save_token(
+        self, token: TokenInfo, source: TokenSource, now: datetime, route: CloudRoute | None = None
+    ) -> None:
+        """Store a token in place of any other, clear the cloud back-off, remember the route that gave it."""
         with self.engine.begin() as conn:
-            store_token(conn, self.gateway_id, token, source, now)
+            store_token(conn, self.gateway_id, token, source, now, route)
 
     def save_session(self, session_id: str, now: datetime) -> None:
         """Store a new session, used just now."""
@@ -50,7 +52,12 @@ class DatabaseAuthStore:
 
 
 def store_token(
-    conn: Connection, gateway_id: int, token: TokenInfo, source: TokenSource, now: datetime
+    conn: Connection,
+    gateway_id: int,
+    token: TokenInfo,
+    source: TokenSource,
+    now: datetime,
+    route: CloudRoute | None = None,
 ) -> None:
     """Store a token's secret and the claims envoylog acts on, in place of any other."""
     credentials.save_token(
@@ -62,4 +69,6 @@ def store_token(
         issued_at=token.issued_at,
         expires_at=token.expires_at,
         now=now,
+        cloud_route=route.name if route else None,
+        cloud_error=route.failures if route else None,
     )

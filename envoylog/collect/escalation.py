@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Row
 from envoylog.config import CollectSettings
 from envoylog.db import problems, runs
 from envoylog.db.runs import SUCCESS
-from envoylog.errors import GatewayError
+from envoylog.errors import AuthError, GatewayError
 
 
 def escalate(
@@ -34,8 +34,12 @@ def escalate(
     error: Exception | None,
     now: datetime,
     window: int,
+    told: bool = False,
 ) -> str | None:
-    """Quiet a transient gateway failure, or name one that became real; returns the line a recovery says."""
+    """Quiet a transient gateway failure, or name one that became real; returns the line a recovery says.
+
+    `told`: the failure's cause was said already, to the user who must fix it (a refused cloud login).
+    """
     quiet_for = timedelta(minutes=window)
     # This run is not in the run log's reckoning until it is finished (its row has no gateway yet).
     previous = runs.last_run(conn, gateway_id)
@@ -47,8 +51,10 @@ def escalate(
             gap = _minutes(now - success.finished_at)
             return f"gateway {name}: read again after {gap} without a successful read"
         return None
-    if not isinstance(error, GatewayError):
-        return None
+    if not (isinstance(error, GatewayError) or (isinstance(error, AuthError) and error.transient)):
+        return None  # needs the user: said each time (auth says it per attempt, quiet while waiting)
+    if told:
+        return None  # the user was told by the attempt that failed: its waits stay quiet
     success = runs.last_run(conn, gateway_id, successful=True)
     if success is None:
         return None
@@ -70,6 +76,8 @@ def _was_said(previous: Row[Any] | None, success: Row[Any], quiet_for: timedelta
 
 def _minutes(delta: timedelta) -> str:
     minutes = round(delta.total_seconds() / 60)
+    if minutes < 1:
+        return "less than a minute"
     if minutes < 120:
         return f"{minutes} min"
     return f"{minutes / 60:.1f} h" if minutes < 48 * 60 else f"{minutes / 1440:.0f} days"
@@ -106,6 +114,7 @@ def escalate_problems(
     observations: Iterable[Observation],
     now: datetime,
     settings: CollectSettings,
+    known: dict[tuple[str, str], problems.StoredProblem] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Record what this run saw; return the lines to say: problems that became real, problems that cleared."""
     seen = list(observations)
@@ -113,7 +122,8 @@ def escalate_problems(
     cleared: list[str] = []
     if not seen:
         return said, cleared
-    known = problems.load(conn, gateway_id)
+    if known is None:
+        known = problems.load(conn, gateway_id)
     limits = thresholds(settings)
     for obs in seen:
         stored = known.get((obs.kind, obs.subject))
@@ -143,9 +153,7 @@ def escalate_problems(
 def _lasting(obs: Observation, lasted: timedelta) -> str:
     detail = f": {obs.detail}" if obs.detail else ""
     if obs.kind == "endpoint":
-        return (
-            f"{obs.subject} has failed for {_minutes(lasted)} while the others answer{detail}"
-        )
+        return f"{obs.subject} has failed for {_minutes(lasted)} while the others answer{detail}"
     if obs.kind == "token":
         return f"the token could not be renewed for {_minutes(lasted)}{detail}"
     return f"discovery has been incomplete for {_minutes(lasted)}{detail}"
@@ -155,5 +163,5 @@ def _cleared(kind: str, subject: str, lasted: timedelta) -> str:
     if kind == "endpoint":
         return f"{subject} answers again after {_minutes(lasted)} of failures"
     if kind == "token":
-        return f"token renewed after {_minutes(lasted)} of failed attempts"
+        return f"a new token is stored, {_minutes(lasted)} after the first failed cloud attempt"
     return f"discovery complete after {_minutes(lasted)}"

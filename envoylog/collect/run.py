@@ -19,14 +19,14 @@ from envoylog.collect.auth_store import DatabaseAuthStore
 from envoylog.collect.escalation import Observation, escalate, escalate_problems
 from envoylog.collect.read import Reading, read_gateway
 from envoylog.config import CollectSettings, GatewaySettings, Settings
-from envoylog.db import claims, credentials, gateways, runs, samples
+from envoylog.db import claims, credentials, gateways, problems, runs, samples
 from envoylog.db.engine import DEADLINE_GRACE_S, SQLITE_BEGIN, describe_db_error, waiting_until
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
-from envoylog.errors import AuthError, DatabaseError, EnvoylogError, GatewayError, LockedError
+from envoylog.errors import DatabaseError, EnvoylogError, GatewayError, LockedError
 from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import GatewayClient, GatewayUnreachable
-from envoylog.gateway.cloud import CloudClient, EnlightenLogins
+from envoylog.gateway.cloud import CloudClient, CloudLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
 from envoylog.readings import model
 from envoylog.readings.plausible import plausible_snapshot
@@ -65,6 +65,7 @@ class GatewayRun:
     # What this run found about lasting problems (escalation), and whether the gateway's token is watched.
     observations: list[Observation] = field(default_factory=list)
     watch_token: bool = False
+    token_told: bool = False  # this run told the user of a cloud failure only they can fix
 
     def notices(self) -> list[tuple[Notice, str]]:
         """The lines this run says besides its error: lasting problems (warnings), problems that cleared."""
@@ -124,7 +125,7 @@ def collect_all(
         holder=holder or claims.this_process(),
         clock=clock,
         cloud_verify=cloud_verify,
-        logins=EnlightenLogins(),
+        logins=CloudLogins(),
     )
     try:
         if options.shared:
@@ -170,7 +171,7 @@ class Shared:
     holder: str
     clock: Callable[[], datetime]
     cloud_verify: str | bool
-    logins: EnlightenLogins
+    logins: CloudLogins
     run_started_ms: int | None = None  # the database's clock at the start, when collectors share a config
 
     @property
@@ -258,7 +259,7 @@ def collect_gateway(
     deadline: float,
     clock: Callable[[], datetime] = utc_now,
     cloud_verify: str | bool = True,
-    logins: EnlightenLogins | None = None,
+    logins: CloudLogins | None = None,
     late: GatewayError | None = None,
 ) -> GatewayRun:
     """Read one gateway and store what changed; every outcome is written to the run log.
@@ -270,6 +271,7 @@ def collect_gateway(
         settings.enlighten_url, settings.entrez_url, verify=cloud_verify, deadline=deadline, logins=logins
     )
     client: GatewayClient | None = None
+    auth: GatewayAuth | None = None
     gateway_id: int | None = None
     started = clock()
     try:
@@ -307,7 +309,6 @@ def collect_gateway(
             log.info("gateway %s: firmware %s -> %s", info.serial, record.previous_firmware, info.firmware)
             with engine.begin() as conn:
                 gateways.record_firmware_change(conn, record.id, record.previous_firmware, info.firmware, now)
-        auth = None
         run.watch_token = info.needs_token
         if info.needs_token:
             auth = GatewayAuth(
@@ -355,6 +356,7 @@ def collect_gateway(
     finally:
         if client is not None:
             client.close()
+        run.token_told = auth is not None and auth.told_user
     if remembered and run.clock_offset is None and (client is None or client.gateway_now() is None):
         # No answer, so no clock from the gateway: its clock of the last answer times this run too.
         run.clock_offset = timedelta(seconds=remembered)
@@ -375,13 +377,14 @@ def _observations(read: Reading) -> list[Observation]:
     return [*seen, Observation("discovery", "", False)]
 
 
-def _token_observation(conn: Connection, gateway_id: int, error: EnvoylogError | None) -> Observation:
-    """Whether the token's renewal is failing: since the first failed cloud attempt after the last token."""
+def _token_observation(conn: Connection, gateway_id: int, told: bool) -> Observation:
+    """Whether the token's renewal is failing: since the first failed cloud attempt after the last token.
+
+    `told`: this run said the failure already (one the user must fix): escalation adds no line of its own.
+    """
     stored = credentials.load_token(conn, gateway_id)
     since = stored.cloud_failing_since if stored is not None else None
-    # An auth failure that needs the user says so on each attempt: escalation adds no line of its own.
-    said = isinstance(error, AuthError) and not error.quiet
-    return Observation("token", "", since is not None, stored.cloud_error if stored else None, since, said)
+    return Observation("token", "", since is not None, stored.cloud_error if stored else None, since, told)
 
 
 def _trusted_clock(
@@ -432,13 +435,22 @@ def _finish(
     try:
         with engine.begin() as conn:
             if gateway_id is not None:
-                run.recovered = escalate(
-                    conn, gateway_id, run.name, run.outcome, run.error, now, options.quiet_minutes
-                )
                 if run.watch_token:
-                    run.observations.append(_token_observation(conn, gateway_id, run.error))
+                    run.observations.append(_token_observation(conn, gateway_id, run.token_told))
+                known = problems.load(conn, gateway_id) if run.observations else {}
+                token = known.get(("token", ""))
+                run.recovered = escalate(
+                    conn,
+                    gateway_id,
+                    run.name,
+                    run.outcome,
+                    run.error,
+                    now,
+                    options.quiet_minutes,
+                    told=run.token_told or (token is not None and token.said_at is not None),
+                )
                 run.warnings, run.cleared = escalate_problems(
-                    conn, gateway_id, run.name, run.observations, now, options
+                    conn, gateway_id, run.name, run.observations, now, options, known
                 )
             runs.finish_run(
                 conn,

@@ -32,9 +32,9 @@ class StoredToken:
     expires_at: datetime | None
     cloud_failures: int
     cloud_retry_at: datetime | None
-    cloud_error: str | None  # why the last cloud attempt failed (no secrets in it)
-    cloud_failing_since: datetime | None = None  # the first failed attempt since the last token
-    cloud_route: str | None = None  # the route that last gave a token
+    cloud_error: str | None  # why the last cloud attempt failed, on each route (no secrets in it)
+    cloud_route: str | None = None  # the cloud route that last gave a token: tried first next time
+    cloud_failing_since: datetime | None = None  # the first failed cloud attempt since the last token
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ def _token(row: Row[Any]) -> StoredToken:
         row.cloud_failures,
         row.cloud_retry_at,
         row.cloud_error,
-        row.cloud_failing_since,
         row.cloud_route,
+        row.cloud_failing_since,
     )
 
 
@@ -92,35 +92,50 @@ def save_token(
     issued_at: datetime | None,
     expires_at: datetime,
     now: datetime,
+    cloud_route: str | None = None,
+    cloud_error: str | None = None,
 ) -> None:
-    """Store a token (replacing any other) and clear the cloud back-off."""
-    _upsert_auth(
-        conn,
-        gateway_id,
-        "token",
-        secret=secret,
-        source=source,
-        enphase_user=enphase_user,
-        issued_at=issued_at,
-        expires_at=expires_at,
-        last_used_at=None,
-        updated_at=now,
-        cloud_failures=0,
-        cloud_retry_at=None,
-        cloud_error=None,
-    )
+    """Store a token (replacing any other) and clear the cloud back-off and failures.
+
+    `cloud_route`: the cloud route that gave the token, remembered (None keeps the remembered one: a pasted
+    token says nothing about the routes); `cloud_error`: what failed on the routes tried before it, if any.
+    """
+    values: dict[str, Any] = {
+        "secret": secret,
+        "source": source,
+        "enphase_user": enphase_user,
+        "issued_at": issued_at,
+        "expires_at": expires_at,
+        "last_used_at": None,
+        "updated_at": now,
+        "cloud_failures": 0,
+        "cloud_retry_at": None,
+        "cloud_error": cloud_error,
+        "cloud_failing_since": None,
+    }
+    if cloud_route is not None:
+        values["cloud_route"] = cloud_route
+    _upsert_auth(conn, gateway_id, "token", **values)
 
 
 def record_cloud_failure(conn: Connection, gateway_id: int, now: datetime, error: str) -> datetime:
     """Count a failed cloud attempt and its reason; return when the next may be made (1 h, doubling to 12 h).
 
     `error` is shown again by later runs and `auth status`: one line that holds no password, token or session.
+    The first failure since the last token stored starts `cloud_failing_since`.
     """
     stored = load_token(conn, gateway_id)
     failures = (stored.cloud_failures if stored else 0) + 1
     wait = min(CLOUD_BACKOFF_FIRST * (1 << min(failures - 1, 8)), CLOUD_BACKOFF_MAX)
     retry_at = now + wait
-    values = {"cloud_failures": failures, "cloud_retry_at": retry_at, "cloud_error": error, "updated_at": now}
+    since = stored.cloud_failing_since if stored and stored.cloud_failing_since else now
+    values = {
+        "cloud_failures": failures,
+        "cloud_retry_at": retry_at,
+        "cloud_error": error,
+        "cloud_failing_since": since,
+        "updated_at": now,
+    }
     if stored is None:
         _upsert_auth(conn, gateway_id, "token", **values)
     else:

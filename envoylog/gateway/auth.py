@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from envoylog.config import GatewaySettings
 from envoylog.errors import AuthError
 from envoylog.gateway.client import Answer, GatewayClient
-from envoylog.gateway.cloud import CloudClient, CloudError
+from envoylog.gateway.cloud import CloudClient, CloudError, CloudTimeUp
+from envoylog.gateway.routes import fetch_token
 from envoylog.gateway.store import AuthStore, TokenSource
 from envoylog.gateway.tokens import TokenInfo, decode_token
 
@@ -51,6 +52,9 @@ class GatewayAuth:
         self.session_id: str | None = None
         self.session_used = False
         self._recovered = False
+        # This run told the user about a cloud failure only they can fix (a warning or its error): the
+        # escalation of a lasting renewal failure adds no line of its own.
+        self.told_user = False
 
     # --- before the first request ---
 
@@ -79,8 +83,17 @@ class GatewayAuth:
             else:
                 try:
                     self._from_cloud(reason="the token expires soon")
+                except CloudTimeUp as exc:
+                    # No attempt was made (the run's time ran out): the next run tries, nothing to say.
+                    log.info("could not renew the token early: %s", exc)
                 except AuthError as exc:
-                    log.warning("could not renew the token early (the current one still works): %s", exc)
+                    if exc.transient:
+                        # The cloud is down or slow: said only if it lasts (a day by default: escalation).
+                        log.info("could not renew the token early (the current one still works): %s", exc)
+                    else:
+                        # Said once per failed attempt, so at most once per back-off step under cron.
+                        log.warning("could not renew the token early (the current one still works): %s", exc)
+                        self.told_user = True
         if session is not None and session.last_used_at and now - session.last_used_at < SESSION_IDLE_LIMIT:
             self.session_id = session.secret
 
@@ -147,12 +160,20 @@ class GatewayAuth:
             failed = "the last Enphase cloud login failed"
             if stored.cloud_error:  # absent only from a back-off recorded before causes were kept
                 failed += f": {stored.cloud_error}"
-            raise AuthError(f"{reason}; {failed}; {_next_attempt(stored.cloud_retry_at)}")
+            waiting = AuthError(f"{reason}; {failed}; {_next_attempt(stored.cloud_retry_at)}")
+            # Said by the run that failed; a run that only waits is quiet (its exit code stays 3).
+            waiting.quiet = True
+            # Whether it lasts past the quiet window is escalation's to say, unless the user was told.
+            waiting.transient = True
+            raise waiting
         try:
             self.token = fetch_and_store_token(self.store, self.serial, self.settings, self.cloud, now)
         except CloudError as exc:
             assert exc.retry_at is not None  # recorded by fetch_and_store_token
-            raise AuthError(f"{exc}; {_next_attempt(exc.retry_at)}") from None
+            error = AuthError(f"{exc}; {_next_attempt(exc.retry_at)}")
+            error.transient = not getattr(exc, "needs_user", False)
+            self.told_user = not error.transient
+            raise error from None
 
     def _store(self, token: TokenInfo, source: TokenSource) -> None:
         self.store.save_token(token, source, self.clock())
@@ -171,14 +192,26 @@ def fetch_and_store_token(
     cloud: CloudClient,
     now: datetime,
 ) -> TokenInfo:
-    """Get a token from the cloud and store it; a failure is recorded, with its cause, for the back-off."""
+    """Get a token from the cloud and store it; a failure is recorded, with its cause, for the back-off.
+
+    The routes are tried in order, the one remembered from the last token first; one failure is recorded for
+    the whole attempt (every route failed), and the route that worked is remembered.
+    """
     assert settings.username and settings.password
+    stored = store.load_token()
     try:
-        token = cloud.fetch_token(username=settings.username, password=settings.password, serial=serial)
+        got = fetch_token(
+            cloud,
+            username=settings.username,
+            password=settings.password,
+            serial=serial,
+            first=stored.cloud_route if stored else None,
+        )
     except CloudError as exc:
         exc.retry_at = store.record_cloud_failure(now, str(exc))
         raise
+    token = got.token
     if token.serial and token.serial != serial:
         raise AuthError(f"the Enphase cloud issued a token for gateway {token.serial}, not {serial}")
-    store.save_token(token, "cloud", now)
+    store.save_token(token, "cloud", now, got.route)
     return token

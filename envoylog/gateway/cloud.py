@@ -1,4 +1,7 @@
-"""The Enphase cloud: an Enlighten login, then an Entrez token for one gateway."""
+"""The Enphase cloud's plumbing: its errors, one login per account and run, requests counted and bounded.
+
+The routes to a token that use it are in envoylog.gateway.routes.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ import requests
 
 from envoylog.errors import AuthError, ConfigError
 from envoylog.gateway.http import BodyTooLarge, BoundedSession, DeadlineReached
-from envoylog.gateway.tokens import TokenInfo, decode_token
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,15 @@ class CloudError(AuthError):
 
 
 class CloudRefused(CloudError):
-    """Enlighten refused the username or password, or Entrez a token."""
+    """The cloud refused a token for the gateway (or, as CloudBadLogin, the username or password)."""
+
+
+class CloudBadLogin(CloudRefused):
+    """A login refused the username or password."""
 
 
 class CloudMfa(CloudError):
-    """The account uses multi-factor authentication: envoylog cannot log in for it."""
+    """A login asks for a one-time code (multi-factor authentication): envoylog cannot log in for it."""
 
 
 class CloudUnavailable(CloudError):
@@ -47,19 +53,22 @@ class CloudUnavailable(CloudError):
 class CloudTimeUp(AuthError):
     """The run's deadline came first: the next run tries again, without waiting out a back-off."""
 
-
-MFA_HINT = (
-    "the Enphase account uses multi-factor authentication: get a token at entrez.enphaseenergy.com "
-    "and store it with `envoylog auth set-token -`"
-)
+    transient = True
 
 
 @dataclass(frozen=True)
-class _Reply:
-    """A cloud service's answer: its status and its body (read whole, up to the size cap)."""
+class Reply:
+    """A cloud service's answer: its status, its body (read whole, up to the size cap), cookies, redirect."""
 
     status: int
     body: bytes
+    cookies: dict[str, str] = field(default_factory=dict)
+    location: str = ""
+
+    @property
+    def text(self) -> str:
+        """The body as text (undecodable bytes replaced)."""
+        return self.body.decode("utf-8", "replace")
 
     def json(self, what: str) -> Any:
         try:
@@ -79,20 +88,25 @@ class _Account:
     failure: CloudError | None = None
 
 
-class EnlightenLogins:
-    """The Enlighten logins of one run, one per account: every gateway of an account shares it.
+# Which login of which account: the route, the service's URL, the username (casefolded) and the password.
+LoginKey = tuple[str, str, str, str]
 
-    An account with a hundred gateways due for tokens logs in once, not a hundred times (which is how
-    accounts get rate-limited or locked); a refused login is not repeated by the account's other gateways.
-    Thread-safe: the gateways of one account wait for the first one's login.
+
+class CloudLogins:
+    """The cloud logins of one run, one per account and route: every gateway of an account shares it.
+
+    An account with a hundred gateways due for tokens logs in once on each route it tries (Enlighten's
+    login, Entrez's web login), not a hundred times (which is how accounts get rate-limited or locked); a
+    refused login is not repeated by the account's other gateways. Thread-safe: the gateways of one account
+    wait for the first one's login.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._accounts: dict[tuple[str, str, str], _Account] = {}
+        self._accounts: dict[LoginKey, _Account] = {}
 
-    def session_id(self, key: tuple[str, str, str], login: Callable[[], str]) -> str:
-        """The account's session id, logging in with `login` the first time it is asked for."""
+    def session_id(self, key: LoginKey, login: Callable[[], str]) -> str:
+        """The account's session (id or cookie), logging in with `login` the first time it is asked for."""
         with self._lock:
             account = self._accounts.setdefault(key, _Account())
         with account.lock:
@@ -118,56 +132,17 @@ class CloudClient:
         *,
         verify: str | bool = True,
         deadline: float | None = None,
-        logins: EnlightenLogins | None = None,
+        logins: CloudLogins | None = None,
     ) -> None:
         self.enlighten_url = enlighten_url
-        self.logins = logins if logins is not None else EnlightenLogins()
+        self.logins = logins if logins is not None else CloudLogins()
         self.entrez_url = entrez_url
         self.verify = verify  # True: the system's CAs or REQUESTS_CA_BUNDLE; a path: that CA file
         self.deadline = deadline
         self.requests_made = 0
 
-    def fetch_token(self, *, username: str, password: str, serial: str) -> TokenInfo:
-        """Log into Enlighten and ask Entrez for a token for the gateway `serial`."""
-        with BoundedSession() as session:  # verifies TLS; REQUESTS_CA_BUNDLE is honoured by requests
-            session_id = self.logins.session_id(
-                (self.enlighten_url, username.casefold(), password),
-                lambda: self._login(session, username, password),
-            )
-            answer = self._post(
-                session,
-                f"{self.entrez_url}/tokens",
-                "Entrez token request",
-                json={"session_id": session_id, "serial_num": serial, "username": username},
-            )
-            if answer.status in (401, 403):
-                raise CloudRefused(f"Entrez refused a token for gateway {serial} to {username}")
-            answer.check("Entrez token request")
-        try:
-            token = decode_token(answer.body.decode("utf-8", "replace"))
-        except ConfigError:
-            raise CloudUnavailable("Entrez answered something that is not a token") from None
-        log.info("new %s token from the Enphase cloud, valid until %s", token.enphase_user, token.expires_at)
-        return token
-
-    def _login(self, session: BoundedSession, username: str, password: str) -> str:
-        login = self._post(
-            session,
-            f"{self.enlighten_url}/login/login.json",
-            "Enlighten login",
-            data={"user[email]": username, "user[password]": password},
-        )
-        if login.status in (401, 403):
-            raise CloudRefused(f"Enlighten refused the username or password of {username}")
-        login.check("Enlighten login")
-        body = login.json("Enlighten login")
-        session_id = body.get("session_id") if isinstance(body, dict) else None
-        if not session_id:
-            # An account with MFA gets a 200 without session_id: not a wrong password.
-            raise CloudMfa(MFA_HINT)
-        return str(session_id)
-
-    def _post(self, session: BoundedSession, url: str, what: str, **kwargs: Any) -> _Reply:
+    def post(self, session: BoundedSession, url: str, what: str, **kwargs: Any) -> Reply:
+        """POST to a cloud service, counted; `what` names it in errors. Redirects are not followed."""
         self.requests_made += 1
         deadline = self.deadline if self.deadline is not None else time.monotonic() + CLOUD_DEADLINE_S
         remaining = deadline - time.monotonic()
@@ -200,4 +175,5 @@ class CloudClient:
                 f"cannot check the TLS certificate of the Enphase cloud: {exc}"
                 + (f" (REQUESTS_CA_BUNDLE={bundle})" if bundle else "")
             ) from None
-        return _Reply(response.status_code, body)
+        cookies = {cookie.name: cookie.value or "" for cookie in response.cookies}
+        return Reply(response.status_code, body, cookies, response.headers.get("Location", ""))

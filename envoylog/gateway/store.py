@@ -23,6 +23,16 @@ class SavedToken:
     secret: str | None
     cloud_retry_at: datetime | None  # no cloud attempt before this time
     cloud_error: str | None  # why the last cloud attempt failed, to say again while the back-off lasts
+    cloud_route: str | None = None  # the cloud route that last gave a token: tried first
+
+
+@dataclass(frozen=True)
+class CloudRoute:
+    """The cloud route that gave a token, and what failed on the routes tried before it (one line, no
+    secrets; None when none failed)."""
+
+    name: str
+    failures: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,11 @@ class AuthStore(Protocol):
         """The stored session, if any."""
         ...
 
-    def save_token(self, token: TokenInfo, source: TokenSource, now: datetime) -> None:
-        """Store a token in place of any other and clear the cloud back-off."""
+    def save_token(
+        self, token: TokenInfo, source: TokenSource, now: datetime, route: CloudRoute | None = None
+    ) -> None:
+        """Store a token in place of any other and clear the cloud back-off; remember the cloud route that
+        gave it (None keeps the one remembered)."""
         ...
 
     def save_session(self, session_id: str, now: datetime) -> None:

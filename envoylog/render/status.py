@@ -133,6 +133,7 @@ def _status_details(document: dict[str, Any]) -> str:
             f"  last run:        {_run_line(run)}",
             f"  last error:      {_error_line(error)}",
             f"  token expires:   {_token_line(gateway)}",
+            *_cloud_lines(gateway["cloud"], "  token route:     ", "  token renewal:   "),
             f"  rows stored:     {rows['meter']:,} meter, {rows['inverter']:,} inverter, "
             f"{rows['battery']:,} battery",
         ]
@@ -200,6 +201,7 @@ def format_auth(document: dict[str, Any]) -> str:
             f"  token:   {described}",
             f"  session: {session_text}",
         ]
+        lines += _cloud_lines(gateway["cloud"], "  route:   ", None)
         if token["cloud_retry_at"]:
             cause = f": {token['cloud_error']}" if token["cloud_error"] else ""
             lines.append(
@@ -207,3 +209,19 @@ def format_auth(document: dict[str, Any]) -> str:
                 f"next attempt after {token['cloud_retry_at']}"
             )
     return "\n".join(lines)
+
+
+def _cloud_lines(cloud: dict[str, Any], route_label: str, failing_label: str | None) -> list[str]:
+    """The cloud route that gave the last token (and what failed before it); with `failing_label`, the
+    failed attempts since the last token."""
+    lines = []
+    failing = cloud["failures"] > 0
+    if cloud["route"]:
+        before = f" (before it: {cloud['error']})" if cloud["error"] and not failing else ""
+        lines.append(f"{route_label}{cloud['route']}, tried first{before}")
+    if failing and failing_label is not None:
+        since = f" since {cloud['failing_since']}" if cloud["failing_since"] else ""
+        cause = f": {cloud['error']}" if cloud["error"] else ""
+        next_attempt = f"next attempt after {cloud['retry_at']}"
+        lines.append(f"{failing_label}failed {cloud['failures']}x{since}{cause}; {next_attempt}")
+    return lines

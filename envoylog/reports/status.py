@@ -154,6 +154,7 @@ def status_document(
                     **_run_fields(mine),
                     "token_expires_at": iso_z(token.expires_at) if token and has_token else None,
                     "token_days_left": _days_left(token.expires_at, now) if token and has_token else None,
+                    "cloud": cloud_document(token),
                     "rows": dict(counted.get(row.id, _NO_ROWS)) if count_rows else None,
                     "last_event": None
                     if event.last is None
@@ -175,6 +176,7 @@ def status_document(
             **_run_fields(mine),
             "token_expires_at": None,
             "token_days_left": None,
+            "cloud": cloud_document(None),
             "rows": dict(_NO_ROWS) if count_rows else None,
             "last_event": None,
         }
@@ -315,6 +317,18 @@ def _database_bytes(engine: Engine, conn: Connection) -> int | None:
     return int(conn.execute(query).scalar_one())
 
 
+def cloud_document(token: credentials.StoredToken | None) -> dict[str, Any]:
+    """How getting tokens from the Enphase cloud goes: the route that gave the last token (tried first),
+    failed attempts since, and what failed on each route (after a token, the routes that failed before it)."""
+    return {
+        "route": token.cloud_route if token else None,
+        "failures": token.cloud_failures if token else 0,
+        "failing_since": iso_z(token.cloud_failing_since) if token else None,
+        "retry_at": iso_z(token.cloud_retry_at) if token else None,
+        "error": token.cloud_error if token else None,
+    }
+
+
 def auth_document(engine: Engine, now: datetime) -> dict[str, Any]:
     """Token and session per gateway (`envoylog auth status --format json`); never the secrets themselves."""
     gateways = []
@@ -342,6 +356,7 @@ def auth_document(engine: Engine, now: datetime) -> dict[str, Any]:
                         "present": session is not None,
                         "last_used_at": iso_z(session.last_used_at) if session else None,
                     },
+                    "cloud": cloud_document(token),
                 }
             )
     return {"gateways": gateways}

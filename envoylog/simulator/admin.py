@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from envoylog.simulator.faults import EndpointFault, Faults, Quirks
+from envoylog.simulator.faults import EndpointFault, Faults, Quirks, check_cloud_path
 from envoylog.simulator.web import LoggedRequest, Request
 
 _SWITCHES = ("mfa", "wrong_password", "cloud_down")
@@ -25,16 +25,18 @@ def faults_to_json(faults: Faults) -> dict[str, Any]:
         "cloud_down": faults.cloud_down,
         "endpoints": {path: asdict(fault) for path, fault in faults.endpoints.items()},
         "quirks": quirks,
+        "cloud": {path: asdict(fault) for path, fault in faults.cloud_paths.items()},
     }
 
 
 def merge_faults(faults: Faults, data: Mapping[str, Any], now: datetime) -> None:
     """Merge a JSON change into `faults` in place; ValueError (before any change) when it is not valid."""
-    unknown = set(data) - {*_SWITCHES, "endpoints", "quirks"}
+    unknown = set(data) - {*_SWITCHES, "endpoints", "quirks", "cloud"}
     if unknown:
         raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}")
     switches = {name: _bool(data[name], name) for name in _SWITCHES if name in data}
     endpoints = {path: _endpoint_fault(path, spec) for path, spec in _object(data, "endpoints").items()}
+    cloud = {path: _cloud_fault(path, spec) for path, spec in _object(data, "cloud").items()}
     quirks = _quirk_changes(_object(data, "quirks"), now)
     for name, value in switches.items():
         setattr(faults, name, value)
@@ -43,8 +45,15 @@ def merge_faults(faults: Faults, data: Mapping[str, Any], now: datetime) -> None
             faults.endpoints.pop(path, None)
         else:
             faults.endpoints[path] = fault
+    for path, fault in cloud.items():
+        faults.set_cloud(path, fault)
     for name, value in quirks.items():
         setattr(faults.quirks, name, value)
+
+
+def _cloud_fault(path: str, spec: Any) -> EndpointFault | None:
+    check_cloud_path(path)
+    return _endpoint_fault(path, spec)
 
 
 def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:

@@ -1,8 +1,14 @@
-"""The simulated Enphase cloud: Enlighten's login and Entrez's token service, as envoylog uses them."""
+"""The simulated Enphase cloud: Enlighten's login, Entrez's token service and Entrez's web form for tokens.
+
+Two routes to a token, as the real cloud has them: Enlighten's login (a session id) then Entrez's `/tokens`;
+or Entrez's web login (a `SESSION` cookie) then its token page, an HTML page with the token in a textarea.
+Either can be made to misbehave path by path (Faults.cloud_paths), as Enphase has moved or refused them.
+"""
 
 from __future__ import annotations
 
 import hmac
+import html
 import secrets
 import threading
 from collections.abc import Iterable
@@ -11,17 +17,26 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from envoylog.simulator.clock import SimClock
-from envoylog.simulator.faults import Faults
+from envoylog.simulator.faults import EndpointFault, Faults
 from envoylog.simulator.tokens import LIFETIMES, TokenIssuer
 from envoylog.simulator.web import Request, Response
 
-LOGIN_PATH = "/login/login.json"
-TOKENS_PATH = "/tokens"
+LOGIN_PATH = "/login/login.json"  # Enlighten
+TOKENS_PATH = "/tokens"  # Entrez, with an Enlighten session id
+WEB_LOGIN_PATH = "/login"  # Entrez's web login: a SESSION cookie
+WEB_TOKENS_PATH = "/entrez_tokens"  # Entrez's token page, for a SESSION cookie
+SESSION_COOKIE = "SESSION"
+_ENTREZ_PATHS = (TOKENS_PATH, WEB_LOGIN_PATH, WEB_TOKENS_PATH)
+_HTML = "text/html; charset=utf-8"
 
 
 def service_of(path: str) -> str:
     """Which cloud service a path belongs to: entrez or enlighten."""
-    return "entrez" if path == TOKENS_PATH or path.startswith(TOKENS_PATH + "/") else "enlighten"
+    path = path.split("?")[0]
+    if path == LOGIN_PATH:
+        return "enlighten"
+    entrez = any(path == known or path.startswith(known + "/") for known in _ENTREZ_PATHS)
+    return "entrez" if entrez else "enlighten"
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class Cloud:
         if not self.accounts:
             raise ValueError("the cloud needs at least one account")
         self._sessions: dict[str, Account] = {}  # Enlighten session id -> its account
+        self._web_sessions: dict[str, Account] = {}  # Entrez SESSION cookie -> its account
         self._lock = threading.Lock()
 
     @property
@@ -66,11 +82,23 @@ class Cloud:
         """The cloud's answer to one request."""
         if self.faults.cloud_down:
             return Response.json(503, {"message": "Service Unavailable"})
-        if request.path == LOGIN_PATH:
-            return self._login(request) if request.method == "POST" else _not_allowed()
-        if request.path == TOKENS_PATH:
-            return self._token(request) if request.method == "POST" else _not_allowed()
-        return Response.json(404, {"message": "Not Found"})
+        fault = self.faults.cloud_paths.get(request.path)
+        if fault is not None:
+            response = _faulty(fault)
+            if response is not None:
+                return response
+        handler = {
+            LOGIN_PATH: self._login,
+            TOKENS_PATH: self._token,
+            WEB_LOGIN_PATH: self._web_login,
+            WEB_TOKENS_PATH: self._web_token,
+        }.get(request.path)
+        if handler is None:
+            return Response.json(404, {"message": "Not Found"})
+        response = handler(request) if request.method == "POST" else _not_allowed()
+        if fault is not None and fault.hang_seconds > 0:
+            response.delay_seconds = fault.hang_seconds
+        return response
 
     def account_of(self, request: Request) -> str | None:
         """The known account a request is for (by its e-mail, or its session), for the request log."""
@@ -80,15 +108,25 @@ class Cloud:
             data = _json_body(request)
             with self._lock:
                 account = self._sessions.get(str(data.get("session_id"))) if data else None
+        elif request.path == WEB_LOGIN_PATH:
+            account = self.accounts.get(_form(request, "username").strip().casefold())
+        elif request.path == WEB_TOKENS_PATH:
+            with self._lock:
+                account = self._web_sessions.get(request.cookies().get(SESSION_COOKIE, ""))
         else:
             account = None
         return account.username if account is not None else None
 
+    def _account(self, username: str, password: str) -> Account | None:
+        """The account these credentials log into, or None (unknown, wrong password, or told to refuse)."""
+        account = self.accounts.get(username.strip().casefold())
+        right = account is not None and hmac.compare_digest(password.encode(), account.password.encode())
+        return account if right and not self.faults.wrong_password else None
+
     def _login(self, request: Request) -> Response:
         email, password = _login_form(request)
-        account = self.accounts.get(email.strip().casefold())
-        right = account is not None and hmac.compare_digest(password.encode(), account.password.encode())
-        if account is None or not right or self.faults.wrong_password:
+        account = self._account(email, password)
+        if account is None:
             return Response.json(401, {"success": False, "message": "Invalid email or password."})
         if self.faults.mfa:
             # The account is fine, but the login continues with a one-time code envoylog cannot enter.
@@ -128,11 +166,81 @@ class Cloud:
         )
         return Response.text(200, token)
 
+    def _web_login(self, request: Request) -> Response:
+        """Entrez's web login: a SESSION cookie for the right credentials."""
+        account = self._account(_form(request, "username"), _form(request, "password"))
+        if account is None:
+            return Response.text(
+                401, _page("Sign in", '<p class="error">Invalid username or password.</p>'), _HTML
+            )
+        if self.faults.mfa:
+            # The credentials are right, but the login goes on with a one-time code sent to the owner: no
+            # session until it is entered, which a script cannot do.
+            form = (
+                '<form method="post" action="/validate_login_otp"><p>Enter the verification code sent to '
+                'your e-mail.</p><input type="text" name="otp" autocomplete="one-time-code">'
+                '<button type="submit">Verify</button></form>'
+            )
+            return Response.text(200, _page("Verify your identity", form), _HTML)
+        session = secrets.token_hex(16)
+        with self._lock:
+            self._web_sessions[session] = account
+        response = Response.text(200, _page("Entrez", "<p>Signed in.</p>"), _HTML)
+        response.headers.append(("Set-Cookie", f"{SESSION_COOKIE}={session}; Path=/; Secure; HttpOnly"))
+        return response
+
+    def _web_token(self, request: Request) -> Response:
+        """Entrez's token page: the token for `serialNum` in a textarea, for a logged-in SESSION."""
+        with self._lock:
+            account = self._web_sessions.get(request.cookies().get(SESSION_COOKIE, ""))
+        if account is None:
+            return Response.text(401, _page("Sign in", "<p>Please sign in.</p>"), _HTML)
+        serial = _form(request, "serialNum").strip()
+        if not serial:
+            return Response.text(400, _page("Entrez", "<p>Select a gateway.</p>"), _HTML)
+        if serial not in account.serials:
+            return Response.text(
+                403, _page("Entrez", "<p>This account has no gateway with that serial.</p>"), _HTML
+            )
+        token = self.issuer.issue(
+            serial=serial, username=account.username, now=self.clock.now(), enphase_user=self.enphase_user
+        )
+        textarea = (
+            f'<textarea name="accessToken" id="JWTToken" cols="30" rows="10" >{html.escape(token)}</textarea>'
+        )
+        return Response.text(
+            200, _page("Entrez", f"<h2>Token for {html.escape(serial)}</h2>{textarea}"), _HTML
+        )
+
+
+def _faulty(fault: EndpointFault) -> Response | None:
+    """The answer a cloud path's fault gives instead of the service's, or None where it only delays it."""
+    if fault.drops > 0:
+        fault.drops -= 1
+        return Response.reset()
+    if fault.status is not None:
+        return Response.text(fault.status, _page("Error", f"<p>HTTP {fault.status}</p>"), _HTML)
+    if fault.body is not None:
+        kind = _HTML if fault.body.lstrip().startswith("<") else "text/plain; charset=utf-8"
+        return Response(200, fault.body.encode(), kind)
+    if fault.malformed:
+        return Response(200, b'\x00\xff{"message": "succ', "application/json")
+    return None
+
+
+def _page(title: str, body: str) -> str:
+    return f"<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>{body}</body></html>\n"
+
+
+def _form(request: Request, name: str) -> str:
+    """One field of a form body ("" when absent)."""
+    form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
+    return (form.get(name) or [""])[0]
+
 
 def _login_form(request: Request) -> tuple[str, str]:
-    """The e-mail and password of a login form."""
-    form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-    return (form.get("user[email]") or [""])[0], (form.get("user[password]") or [""])[0]
+    """The e-mail and password of Enlighten's login form."""
+    return _form(request, "user[email]"), _form(request, "user[password]")
 
 
 def _json_body(request: Request) -> dict[str, Any] | None:

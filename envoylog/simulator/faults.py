@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 @dataclass
 class EndpointFault:
-    """How one gateway endpoint misbehaves."""
+    """How one gateway endpoint (or cloud path) misbehaves."""
 
     status: int | None = None  # answer with this HTTP status instead of the data
     malformed: bool = False  # answer 200 with a body that is not valid JSON
@@ -31,13 +31,15 @@ class Quirks:
 class Faults:
     """Everything that can be switched on; the defaults are a healthy gateway and cloud."""
 
-    mfa: bool = False  # the Enlighten account uses multi-factor authentication: login gives no session_id
-    wrong_password: bool = False  # Enlighten refuses the credentials
+    mfa: bool = False  # the account uses multi-factor authentication: both logins ask for a one-time code
+    wrong_password: bool = False  # Enlighten and Entrez refuse the credentials
     cloud_down: bool = False  # Enlighten and Entrez answer 503
     endpoints: dict[str, EndpointFault] = field(
         default_factory=dict
     )  # keyed by path, e.g. "/production.json"
     quirks: Quirks = field(default_factory=Quirks)
+    # One cloud path misbehaving, keyed by a path of CLOUD_PATHS: a route Enphase has moved or refused.
+    cloud_paths: dict[str, EndpointFault] = field(default_factory=dict)
 
     def set_endpoint(self, path: str, fault: EndpointFault | None) -> None:
         """Make one endpoint (a path without query) misbehave, or heal it with None."""
@@ -48,13 +50,52 @@ class Faults:
         else:
             self.endpoints[path] = fault
 
+    def set_cloud(self, path: str, fault: EndpointFault | None) -> None:
+        """Make one cloud path (one of CLOUD_PATHS) misbehave, or heal it with None.
+
+        A status answers that status, a body answers 200 with that body (an HTML page where JSON or a token
+        belongs), malformed answers 200 with garbage, hang_seconds holds the answer back, drops resets.
+        """
+        check_cloud_path(path)
+        if fault is None:
+            self.cloud_paths.pop(path, None)
+        else:
+            self.cloud_paths[path] = fault
+
+
+# The cloud's paths: Enlighten's login, Entrez's token service, Entrez's web login and token page.
+CLOUD_PATHS = ("/login/login.json", "/tokens", "/login", "/entrez_tokens")
+# What `cloud:PATH=html` answers: the kind of page a moved or walled-off service sends instead of its answer.
+HTML_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Enphase Energy</title></head>"
+    "<body><h1>Sign in</h1><p>This page has moved.</p></body></html>\n"
+)
+
+
+def check_cloud_path(path: str) -> None:
+    """ValueError unless `path` is one of the cloud's paths."""
+    if path not in CLOUD_PATHS:
+        raise ValueError(
+            f"a cloud fault needs one of the cloud's paths ({', '.join(CLOUD_PATHS)}), not {path!r}"
+        )
+
 
 _SWITCHES = {"mfa", "wrong-password", "cloud-down", "late-reset", "counter-wrap", "booting"}
 BOOT_ZERO = timedelta(minutes=5)  # how long firmware 3.x reads all-zero production after a boot
 
 
 def apply_fault_spec(faults: Faults, spec: str, now: datetime) -> None:
-    """Switch on one fault named on the command line: a switch, or PATH=STATUS|malformed|hang:SECONDS."""
+    """Switch on one fault named on the command line: a switch, PATH=STATUS|malformed|hang:SECONDS, or
+    cloud:PATH=STATUS|html|malformed|hang:SECONDS."""
+    if spec.startswith("cloud:"):
+        path, equals, how = spec.removeprefix("cloud:").partition("=")
+        if not equals:
+            raise ValueError(f"bad fault {spec!r}: give cloud:PATH=STATUS|html|malformed|hang:SECONDS")
+        check_cloud_path(path)
+        faults.cloud_paths[path] = (
+            EndpointFault(body=HTML_PAGE) if how == "html" else _endpoint_fault(spec, how)
+        )
+        return
     if "=" in spec:
         path, _, how = spec.partition("=")
         if not path.startswith("/"):
@@ -63,7 +104,10 @@ def apply_fault_spec(faults: Faults, spec: str, now: datetime) -> None:
         return
     if spec not in _SWITCHES:
         known = ", ".join(sorted(_SWITCHES))
-        raise ValueError(f"unknown fault {spec!r} (known: {known}, or PATH=STATUS|malformed|hang:SECONDS)")
+        raise ValueError(
+            f"unknown fault {spec!r} (known: {known}, PATH=STATUS|malformed|hang:SECONDS, "
+            "or cloud:PATH=STATUS|html|malformed|hang:SECONDS)"
+        )
     if spec == "mfa":
         faults.mfa = True
     elif spec == "wrong-password":

@@ -227,9 +227,13 @@ class Fleet:
         self._requested_state_dir = state_dir
         self._cloud_token_user = cloud_token_user
         initial = faults if faults is not None else Faults()
-        # The cloud's switches (mfa, wrong password, cloud down) are the cloud's; the rest is per gateway.
+        # The cloud's switches (mfa, wrong password, cloud down) and its paths' faults are the cloud's; the
+        # rest is per gateway.
         self.cloud_faults = Faults(
-            mfa=initial.mfa, wrong_password=initial.wrong_password, cloud_down=initial.cloud_down
+            mfa=initial.mfa,
+            wrong_password=initial.wrong_password,
+            cloud_down=initial.cloud_down,
+            cloud_paths=copy.deepcopy(initial.cloud_paths),
         )
         self.accounts = [
             Account(f"owner{number + 1:03d}@example.com", f"fleet-password-{number + 1}")
@@ -484,12 +488,13 @@ class Fleet:
         with self._cloud_lock:
             return list(self._cloud_log)
 
-    def logins_by_account(self) -> dict[str, int]:
-        """Enlighten logins (successful or not) per account, every account listed."""
+    def logins_by_account(self, path: str = LOGIN_PATH) -> dict[str, int]:
+        """Logins (successful or not) per account, every account listed: Enlighten's, or with `path`
+        WEB_LOGIN_PATH ("/login") Entrez's web logins."""
         counts = Counter(
             entry.account
             for entry in self.cloud_log()
-            if entry.path.split("?")[0] == LOGIN_PATH and entry.account is not None
+            if entry.path.split("?")[0] == path and entry.account is not None
         )
         return {account.username: counts[account.username] for account in self.accounts}
 

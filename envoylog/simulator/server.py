@@ -314,6 +314,7 @@ class Simulator:
                 cloud_down=new.cloud_down,
                 endpoints=new.endpoints,
                 quirks=new.quirks,
+                cloud=new.cloud_paths,
             )
 
     def set_faults(
@@ -324,8 +325,10 @@ class Simulator:
         cloud_down: bool | None = None,
         endpoints: Mapping[str, EndpointFault | None] | None = None,
         quirks: Quirks | None = None,
+        cloud: Mapping[str, EndpointFault | None] | None = None,
     ) -> None:
-        """Change some faults now; an endpoint mapped to None is healed, `quirks` replaces all quirks."""
+        """Change some faults now; an endpoint or cloud path mapped to None is healed, `quirks` replaces all
+        quirks."""
         with self._faults_lock:
             if mfa is not None:
                 self.faults.mfa = mfa
@@ -335,6 +338,8 @@ class Simulator:
                 self.faults.cloud_down = cloud_down
             for path, fault in (endpoints or {}).items():
                 self._set_endpoint(path, fault)
+            for path, fault in (cloud or {}).items():
+                self.faults.set_cloud(path, fault)
             if quirks is not None:
                 # Copied field by field: the model holds on to the live Quirks object.
                 for item in fields(Quirks):
@@ -350,6 +355,7 @@ class Simulator:
         with self._faults_lock:
             self.faults.mfa = self.faults.wrong_password = self.faults.cloud_down = False
             self.faults.endpoints.clear()
+            self.faults.cloud_paths.clear()
             for item in fields(Quirks):
                 setattr(self.faults.quirks, item.name, getattr(Quirks(), item.name))
 
