@@ -288,7 +288,8 @@ def test_the_json_has_the_same_order_the_summary_counts_and_every_field_of_befor
         "last_event",
     }
     for gateway in document["gateways"]:
-        assert set(gateway) == before | {"state", "problem"}
+        assert set(gateway) == before | {"state", "problem", "open_breakers"}
+        assert gateway["open_breakers"] == []
         assert (gateway["problem"] is None) == (gateway["state"] == "ok")
     by_name = {g["name"]: g for g in document["gateways"]}
     assert by_name["site-27"]["problem"] == f"token expires in 10.1 days; renewing it failed: {BAD_LOGIN}"

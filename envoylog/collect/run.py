@@ -15,9 +15,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.collect.auth_store import DatabaseAuthStore
 from envoylog.collect.escalation import escalate
-from envoylog.collect.read import read_gateway
+from envoylog.collect.read import Reading, read_gateway
 from envoylog.config import GatewaySettings, Settings
-from envoylog.db import claims, credentials, gateways, runs, samples
+from envoylog.db import breakers, claims, credentials, gateways, runs, samples
 from envoylog.db.engine import DEADLINE_GRACE_S, SQLITE_BEGIN, describe_db_error, waiting_until
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
@@ -27,6 +27,7 @@ from envoylog.gateway.client import GatewayClient, GatewayUnreachable
 from envoylog.gateway.cloud import CloudClient, EnlightenLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
 from envoylog.readings import model
+from envoylog.readings.breakers import Breakers
 from envoylog.readings.plausible import plausible_snapshot
 from envoylog.readings.sources import build_snapshot
 
@@ -55,6 +56,8 @@ class GatewayRun:
     clock_offset: timedelta | None = None  # the gateway's clock minus this machine's, where they disagree
     skipped: str | None = None  # why this run did not poll it: another collector had it
     recovered: str | None = None  # the line that says a failure, said before, has cleared
+    reading: Reading | None = None  # what the gateway's endpoints answered, failed and skipped this run
+    breakers: Breakers | None = None  # its endpoints' breakers, loaded before reading, saved with the run log
 
     def summary(self) -> str:
         """One line for -v: requests made and rows added per series kind."""
@@ -285,6 +288,7 @@ def collect_gateway(
             offset_s = run.clock_offset.total_seconds() if run.clock_offset else None
             if offset_s != remembered:
                 gateways.save_clock_offset(conn, record.id, offset_s)
+            run.breakers = breakers.load_breakers(conn, record.id)
         gateway_id = record.id
         if record.previous_firmware:
             # A firmware update can add, drop or change endpoints: discovery runs again (read_gateway).
@@ -302,7 +306,7 @@ def collect_gateway(
                 clock=clock,
             )
             auth.prepare()
-        read = read_gateway(client, auth, info, record.discovery, now)
+        read = run.reading = read_gateway(client, auth, info, record.discovery, now, run.breakers)
         run.endpoint_errors += read.errors
         discovery = read.discovery
         snapshot, impossible = plausible_snapshot(build_snapshot(info, discovery.meters, read.answers, now))
@@ -391,9 +395,11 @@ def _finish(
     started: datetime,
     quiet_minutes: int,
 ) -> None:
-    """Decide whether the outcome is worth a line (escalation) and write it to the run log."""
+    """Decide whether the outcome is worth a line (escalation), write it to the run log, save the breakers."""
     try:
         with engine.begin() as conn:
+            if gateway_id is not None and run.breakers is not None and run.breakers.changed:
+                breakers.save_breakers(conn, gateway_id, run.breakers, now)
             if gateway_id is not None:
                 run.recovered = escalate(
                     conn, gateway_id, run.name, run.outcome, run.error, now, quiet_minutes
