@@ -405,7 +405,15 @@ def test_admin_faults_merge_show_and_clear(sim: Simulator) -> None:
     }
     shown = admin(sim, "POST", "faults", change).json()
     assert shown["mfa"] is True and shown["cloud_down"] is False
-    readings_fault = {"status": 503, "malformed": False, "hang_seconds": 0.0, "body": None, "drops": 0}
+    readings_fault = {
+        "status": 503,
+        "retry_after": None,
+        "times": None,
+        "malformed": False,
+        "hang_seconds": 0.0,
+        "body": None,
+        "drops": 0,
+    }
     assert shown["endpoints"]["/ivp/meters/readings"] == readings_fault
     assert shown["quirks"]["counter_wrap_at"] == "2026-06-21T10:00:00Z"
     assert sim.faults.endpoints["/production.json"].hang_seconds == 1.5

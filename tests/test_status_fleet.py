@@ -288,7 +288,8 @@ def test_the_json_has_the_same_order_the_summary_counts_and_every_field_of_befor
         "last_event",
     }
     for gateway in document["gateways"]:
-        assert set(gateway) == before | {"state", "problem", "cloud"}
+        assert set(gateway) == before | {"state", "problem", "cloud", "open_breakers"}
+        assert gateway["open_breakers"] == []
         assert (gateway["problem"] is None) == (gateway["state"] == "ok")
     by_name = {g["name"]: g for g in document["gateways"]}
     assert by_name["site-27"]["problem"] == f"token expires in 10.1 days; renewing it failed: {BAD_LOGIN}"
@@ -382,8 +383,9 @@ def test_the_queries_do_not_grow_with_the_fleet(fleet: Fleet) -> None:
         engine.dispose()
     assert len(document["gateways"]) == 30
     # The gateways, their runs (by gateway, and by name for the runs that never learned theirs), the tokens,
-    # the events, and on PostgreSQL the database's size: not a query more for a gateway more.
-    assert len(queries) <= 6, queries
+    # the events, the open endpoint breakers, and on PostgreSQL the database's size: not a query more for a
+    # gateway more.
+    assert len(queries) <= 7, queries
 
 
 def test_the_installed_command_shows_the_fleet(fleet: Fleet, tmp_path: Path) -> None:

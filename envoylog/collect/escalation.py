@@ -138,20 +138,25 @@ def escalate_problems(
         if said_at is None and (obs.said or now - since >= limits[obs.kind]):
             said_at = now
             if not obs.said:
-                said.append(f"gateway {name}: {_lasting(obs, now - since)}")
+                said.append(f"gateway {name}: {_lasting(obs, now - since, stored)}")
         if stored is None:
             problems.open_problem(conn, gateway_id, obs.kind, obs.subject, since, obs.detail)
             if said_at is not None:
                 problems.update_problem(conn, gateway_id, obs.kind, obs.subject, said_at=said_at)
-        elif (since, said_at, obs.detail) != (stored.since, stored.said_at, stored.detail):
-            problems.update_problem(
-                conn, gateway_id, obs.kind, obs.subject, since=since, said_at=said_at, detail=obs.detail
-            )
+        else:
+            detail = (
+                obs.detail or stored.detail
+            )  # a skipped endpoint keeps the failure that opened its breaker
+            if (since, said_at, detail) != (stored.since, stored.said_at, stored.detail):
+                problems.update_problem(
+                    conn, gateway_id, obs.kind, obs.subject, since=since, said_at=said_at, detail=detail
+                )
     return said, cleared
 
 
-def _lasting(obs: Observation, lasted: timedelta) -> str:
-    detail = f": {obs.detail}" if obs.detail else ""
+def _lasting(obs: Observation, lasted: timedelta, stored: problems.StoredProblem | None) -> str:
+    why = obs.detail or (stored.detail if stored is not None else None)
+    detail = f": {why}" if why else ""
     if obs.kind == "endpoint":
         return f"{obs.subject} has failed for {_minutes(lasted)} while the others answer{detail}"
     if obs.kind == "token":

@@ -19,7 +19,7 @@ from envoylog.collect.auth_store import DatabaseAuthStore
 from envoylog.collect.escalation import Observation, escalate, escalate_problems
 from envoylog.collect.read import Reading, read_gateway
 from envoylog.config import CollectSettings, GatewaySettings, Settings
-from envoylog.db import claims, credentials, gateways, problems, runs, samples
+from envoylog.db import breakers, claims, credentials, gateways, problems, runs, samples
 from envoylog.db.engine import DEADLINE_GRACE_S, SQLITE_BEGIN, describe_db_error, waiting_until
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
@@ -29,6 +29,7 @@ from envoylog.gateway.client import GatewayClient, GatewayUnreachable
 from envoylog.gateway.cloud import CloudClient, CloudLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
 from envoylog.readings import model
+from envoylog.readings.breakers import Breakers
 from envoylog.readings.plausible import plausible_snapshot
 from envoylog.readings.sources import build_snapshot
 
@@ -60,6 +61,8 @@ class GatewayRun:
     clock_offset: timedelta | None = None  # the gateway's clock minus this machine's, where they disagree
     skipped: str | None = None  # why this run did not poll it: another collector had it
     recovered: str | None = None  # the line that says a failure, said before, has cleared
+    reading: Reading | None = None  # what the gateway's endpoints answered, failed and skipped this run
+    breakers: Breakers | None = None  # its endpoints' breakers, loaded before reading, saved with the run log
     warnings: list[str] = field(default_factory=list)  # problems that have lasted past their threshold
     cleared: list[str] = field(default_factory=list)  # problems said before that have cleared
     # What this run found about lasting problems (escalation), and whether the gateway's token is watched.
@@ -303,6 +306,7 @@ def collect_gateway(
             offset_s = run.clock_offset.total_seconds() if run.clock_offset else None
             if offset_s != remembered:
                 gateways.save_clock_offset(conn, record.id, offset_s)
+            run.breakers = breakers.load_breakers(conn, record.id)
         gateway_id = record.id
         if record.previous_firmware:
             # A firmware update can add, drop or change endpoints: discovery runs again (read_gateway).
@@ -320,7 +324,7 @@ def collect_gateway(
                 clock=clock,
             )
             auth.prepare()
-        read = read_gateway(client, auth, info, record.discovery, now)
+        read = run.reading = read_gateway(client, auth, info, record.discovery, now, run.breakers)
         run.endpoint_errors += read.errors
         discovery = read.discovery
         snapshot, impossible = plausible_snapshot(build_snapshot(info, discovery.meters, read.answers, now))
@@ -373,7 +377,12 @@ def _observations(read: Reading) -> list[Observation]:
         # While discovering, the failing endpoints are discovery's problem: one line names them.
         incomplete = read.discovery.firmware is None
         return [Observation("discovery", "", incomplete, "; ".join(read.errors[:3]) if incomplete else None)]
-    seen = [Observation("endpoint", path, path in read.failed, read.failed.get(path)) for path in read.asked]
+    seen = [
+        Observation("endpoint", path, path in read.failed, read.failed.get(path))
+        for path in sorted(read.asked)
+    ]
+    # A skipped endpoint still fails: its breaker is open because it timed out, and it keeps its `since`.
+    seen += [Observation("endpoint", path, True) for path in sorted(read.skipped) if path not in read.asked]
     return [*seen, Observation("discovery", "", False)]
 
 
@@ -431,9 +440,11 @@ def _finish(
     started: datetime,
     options: CollectSettings,
 ) -> None:
-    """Decide whether the outcome is worth a line (escalation) and write it to the run log."""
+    """Decide whether the outcome is worth a line (escalation), write it to the run log, save the breakers."""
     try:
         with engine.begin() as conn:
+            if gateway_id is not None and run.breakers is not None and run.breakers.changed:
+                breakers.save_breakers(conn, gateway_id, run.breakers, now)
             if gateway_id is not None:
                 if run.watch_token:
                     run.observations.append(_token_observation(conn, gateway_id, run.token_told))

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from envoylog.config import GatewaySettings
 from envoylog.errors import AuthError
-from envoylog.gateway.client import Answer, GatewayClient
+from envoylog.gateway.client import READ_TIMEOUT_S, Answer, GatewayClient
 from envoylog.gateway.cloud import CloudClient, CloudError, CloudTimeUp
 from envoylog.gateway.routes import fetch_token
 from envoylog.gateway.store import AuthStore, TokenSource
@@ -108,17 +108,21 @@ class GatewayAuth:
 
     # --- requests ---
 
-    def get(self, path: str) -> Answer:
+    def get(self, path: str, *, read_timeout: float = READ_TIMEOUT_S) -> Answer:
         """GET a data endpoint with the session; on 401/403 re-authenticate once per run and retry once."""
         if self.session_id is None:
             self._recovered = True  # a fresh check_jwt now is this run's one recovery
             self._open_session()
-        answer = self.client.get(path, cookies={"sessionId": self.session_id or ""})
+        answer = self.client.get(
+            path, read_timeout=read_timeout, cookies={"sessionId": self.session_id or ""}
+        )
         if answer.status in (401, 403) and not self._recovered:
             self._recovered = True
             log.info("%s answered %s: opening a new session", path, answer.status)
             self._open_session()
-            answer = self.client.get(path, cookies={"sessionId": self.session_id or ""})
+            answer = self.client.get(
+                path, read_timeout=read_timeout, cookies={"sessionId": self.session_id or ""}
+            )
         if answer.status == 200:
             self.session_used = True
         return answer

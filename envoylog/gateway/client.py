@@ -27,6 +27,11 @@ class GatewayUnreachable(GatewayError):
     """No connection, a timeout, or the run's deadline reached."""
 
 
+class EndpointTimeout(GatewayUnreachable):
+    """Connected, but no answer came: the read timeout or the run's deadline passed, or the gateway closed the
+    connection without answering, also when asked once more."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """A gateway response, reduced to what the collector uses."""
@@ -36,6 +41,7 @@ class Answer:
     content_type: str
     cookies: dict[str, str]
     date: datetime | None = None  # the gateway's clock, from its Date header
+    retry_after_s: float | None = None  # how long a busy gateway asks to be left alone (Retry-After)
 
 
 class _Dropped(Exception):
@@ -89,28 +95,29 @@ class GatewayClient:
         """Seconds left before the deadline."""
         return self.deadline - time.monotonic()
 
-    def get(self, path: str, **kwargs: Any) -> Answer:
+    def get(self, path: str, *, read_timeout: float = READ_TIMEOUT_S, **kwargs: Any) -> Answer:
         """GET `path`; GatewayUnreachable for no connection, a timeout or the deadline; AnswerTooLarge.
 
-        A connection the gateway closes without an answer is tried once more: real gateways drop the odd
-        one, and a second try costs a moment where a failed run costs a minute of readings.
+        EndpointTimeout (a GatewayUnreachable) when the gateway took the request but gave no answer. A
+        connection the gateway closes without an answer is tried once more: real gateways drop the odd one,
+        and a second try costs a moment where a failed run costs a minute of readings.
         """
         try:
-            return self._get(path, **kwargs)
+            return self._get(path, read_timeout, **kwargs)
         except _Dropped as dropped:
             if self.remaining() < MIN_REQUEST_TIME_S:
                 raise dropped.error from None
             log.info("GET %s: %s; once more", path, dropped.error)
         try:
-            return self._get(path, **kwargs)
+            return self._get(path, read_timeout, **kwargs)
         except _Dropped as dropped:
-            raise dropped.error from None
+            raise EndpointTimeout(str(dropped.error)) from None
 
-    def _get(self, path: str, **kwargs: Any) -> Answer:
+    def _get(self, path: str, read_timeout: float, **kwargs: Any) -> Answer:
         remaining = self.remaining()
         if remaining < MIN_REQUEST_TIME_S:
             raise GatewayUnreachable(f"deadline reached before GET {path}")
-        timeout = (min(CONNECT_TIMEOUT_S, remaining), min(READ_TIMEOUT_S, remaining))
+        timeout = (min(CONNECT_TIMEOUT_S, remaining), min(read_timeout, remaining))
         started = time.monotonic()
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE override a session-level False.
@@ -127,7 +134,7 @@ class GatewayClient:
         except DeadlineReached:
             self.requests_made += 1
             waited = time.monotonic() - started
-            raise GatewayUnreachable(
+            raise EndpointTimeout(
                 f"{self.base_url}{path} did not answer within {waited:.0f} s (the run's deadline)"
             ) from None
         except BodyTooLarge as exc:
@@ -151,6 +158,7 @@ class GatewayClient:
             response.headers.get("Content-Type", ""),
             dict(response.cookies.items()),
             date,
+            _retry_after(response.headers.get("Retry-After"), date) if response.status_code == 503 else None,
         )
 
     def _unreachable(self, exc: Exception, path: str, waited: float) -> GatewayError:
@@ -161,8 +169,12 @@ class GatewayClient:
                     "fingerprint: refusing to talk to it (check `fingerprint`; or a device pretends to be it)"
                 )
             return GatewayUnreachable(f"TLS failed with {self.base_url}: {_reason(exc)}")
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return GatewayUnreachable(
+                f"cannot reach {self.base_url}: no connection within {CONNECT_TIMEOUT_S:.0f} s"
+            )
         if isinstance(exc, requests.exceptions.Timeout):
-            return GatewayUnreachable(f"{self.base_url}{path} did not answer within {waited:.0f} s")
+            return EndpointTimeout(f"{self.base_url}{path} did not answer within {waited:.0f} s")
         return GatewayUnreachable(f"cannot reach {self.base_url}: {_reason(exc)}")
 
 
@@ -175,6 +187,23 @@ def _http_date(value: str | None) -> datetime | None:
     except (TypeError, ValueError, IndexError):
         return None
     return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _retry_after(value: str | None, date: datetime | None) -> float | None:
+    """Retry-After in seconds (it gives seconds or an HTTP date); None when absent or unreadable.
+
+    A date is read against the answer's own Date header where there is one: the gateway's clock, not this
+    machine's, set it.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    moment = _http_date(value)
+    if moment is None:
+        return None
+    return max(0.0, (moment - (date or datetime.now(UTC))).total_seconds())
 
 
 def _reason(exc: Exception) -> str:

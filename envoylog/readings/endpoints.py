@@ -7,7 +7,7 @@ discovery asks it; which endpoints a steady-state run needs is `steady_paths`. T
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -124,8 +124,13 @@ def discovery_paths(info: GatewayInfo) -> list[str]:
     return [path for path, endpoint in ENDPOINTS.items() if endpoint.discover(info)]
 
 
-def steady_paths(info: GatewayInfo, discovery: Discovery, now: datetime) -> list[str]:
-    """The endpoints that feed stored series: the fast ones every run, at most one due slow one."""
+def steady_paths(
+    info: GatewayInfo, discovery: Discovery, now: datetime, resting: Collection[str] = ()
+) -> list[str]:
+    """The endpoints that feed stored series: the fast ones every run, at most one due slow one.
+
+    A `resting` slow endpoint (its breaker is open) does not take the run's slow turn from the others.
+    """
     skip = set(discovery.absent) | set(discovery.refused)
     any_ct = any(ct.enabled for ct in discovery.meters)
     production_from_ct = discovery.has_ct("production") or discovery.eim_production
@@ -149,7 +154,7 @@ def steady_paths(info: GatewayInfo, discovery: Discovery, now: datetime) -> list
     fast = [p for p in fast if p not in skip]
     slow = [p for p in slow if p not in skip]
     polled = discovery.polled_at
-    due = [p for p in slow if p not in polled or now - polled[p] >= SLOW_EVERY]
+    due = [p for p in slow if p not in resting and (p not in polled or now - polled[p] >= SLOW_EVERY)]
     due.sort(
         key=lambda p: (p in polled, polled.get(p, now))
     )  # the longest-waiting first, never polled before all

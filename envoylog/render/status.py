@@ -140,6 +140,10 @@ def _status_details(document: dict[str, Any]) -> str:
         event = gateway["last_event"]
         if event is not None:
             lines.append(f"  last event:      {event['at']} {event['kind']}: {event['detail']}")
+        for breaker in gateway["open_breakers"]:
+            count = f"{breaker['timeouts']} timeout" + ("s" if breaker["timeouts"] != 1 else "")
+            until = breaker["until"]
+            lines.append(f"  skipping:        {breaker['path']} until {until} after {count} in a row")
     if not document["gateways"]:
         lines.append("no gateway collected yet: run `envoylog collect`")
     size = document["database_bytes"]

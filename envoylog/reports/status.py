@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection, Row
 
-from envoylog.db import credentials, runs, samples
+from envoylog.db import breakers, credentials, runs, samples
 from envoylog.db.gateways import NewestEvents, list_gateways, load_newest_events, lookup_gateways
 from envoylog.db.runs import NewestRuns
 from envoylog.db.samples import LatestRow
@@ -129,6 +129,7 @@ def status_document(
             unreached = sorted(set(unattributed) - set(newest_by_name))
         tokens = credentials.load_tokens(conn, ids)
         events = load_newest_events(conn, ids)
+        resting = breakers.load_open_breakers(conn, ids, now)
         if count_rows is None:
             count_rows = len(chosen) + len(unreached) <= 1
         counted = samples.count_rows_by_gateway(conn, ids) if count_rows else {}
@@ -159,6 +160,10 @@ def status_document(
                     "last_event": None
                     if event.last is None
                     else {"at": iso_z(event.last.at), "kind": event.last.kind, "detail": event.last.detail},
+                    "open_breakers": [
+                        {"path": found.path, "timeouts": found.timeouts, "until": iso_z(found.open_until)}
+                        for found in resting.get(row.id, [])
+                    ],
                 },
                 mine,
                 token if has_token else None,
@@ -179,6 +184,7 @@ def status_document(
             "cloud": cloud_document(None),
             "rows": dict(_NO_ROWS) if count_rows else None,
             "last_event": None,
+            "open_breakers": [],
         }
         entries.append(_entry(fields, mine, None, now, stale_after))
     entries.sort(key=lambda entry: entry[0])

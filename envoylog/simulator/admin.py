@@ -63,7 +63,7 @@ def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:
         return None
     if not isinstance(spec, dict):
         raise ValueError(f"the fault of {path} must be an object or null")
-    unknown = set(spec) - {"status", "malformed", "hang_seconds", "body", "drops"}
+    unknown = set(spec) - {"status", "retry_after", "times", "malformed", "hang_seconds", "body", "drops"}
     if unknown:
         raise ValueError(f"unknown endpoint fault field(s): {', '.join(sorted(unknown))}")
     status = spec.get("status")
@@ -79,8 +79,16 @@ def _endpoint_fault(path: str, spec: Any) -> EndpointFault | None:
     drops = spec.get("drops", 0)
     if not is_number(drops) or drops < 0 or drops != int(drops):
         raise ValueError("drops must be a whole number of requests, not negative")
+    retry_after = spec.get("retry_after")
+    if retry_after is not None and not isinstance(retry_after, str):
+        raise ValueError('retry_after must be a string: seconds ("30") or an HTTP date')
+    times = spec.get("times")
+    if times is not None and (not is_number(times) or times < 0 or times != int(times)):
+        raise ValueError("times must be a whole number of requests, not negative")
     return EndpointFault(
         status=None if status is None else int(status),
+        retry_after=retry_after,
+        times=None if times is None else int(times),
         malformed=malformed,
         hang_seconds=hang,
         body=body,

@@ -11,6 +11,8 @@ class EndpointFault:
     """How one gateway endpoint (or cloud path) misbehaves."""
 
     status: int | None = None  # answer with this HTTP status instead of the data
+    retry_after: str | None = None  # with `status`: a Retry-After header (seconds, or an HTTP date)
+    times: int | None = None  # with `status`: answer it this many times (counted down), then the data
     malformed: bool = False  # answer 200 with a body that is not valid JSON
     hang_seconds: float = 0.0  # wait this many real seconds before answering
     body: str | None = None  # answer 200 with exactly this body (a hostile or broken gateway's answer)

@@ -159,8 +159,13 @@ class Gateway:
             response = Response.text(401, _UNAUTHORIZED, _HTML)
             response.headers.append(("WWW-Authenticate", self._digest.challenge()))
             return response
-        if fault is not None and fault.status is not None:
-            return Response.text(fault.status, f"simulated fault: HTTP {fault.status}\n")
+        if fault is not None and fault.status is not None and fault.times != 0:
+            if fault.times is not None:
+                fault.times -= 1
+            response = Response.text(fault.status, f"simulated fault: HTTP {fault.status}\n")
+            if fault.retry_after is not None:
+                response.headers.append(("Retry-After", fault.retry_after))
+            return response
         if fault is not None and fault.body is not None:
             return Response(200, fault.body.encode(), "application/json")
         body = self.model.render(request.path, request.query, now, self.faults.quirks)
