@@ -59,7 +59,7 @@ import envoylog.collect.run as collect_run
 import envoylog.simulator.cloud as sim_cloud
 import envoylog.simulator.gateway as sim_gateway
 from envoylog.cli import app
-from envoylog.simulator import EndpointFault, Faults, NightlyOutage, Quirks, Simulator
+from envoylog.simulator import EndpointFault, NightlyOutage, Quirks, Simulator
 from envoylog.simulator.endpoints import ENDPOINTS
 from envoylog.simulator.payloads import WRAP_JOULES
 from envoylog.simulator.profiles import get_profile
@@ -451,7 +451,6 @@ class Faulter:
         self.sim, self.cron, self.db_url, self.postgres = sim, cron, db_url, postgres
         self.active: list[Window] = []
         self.quirks = Quirks()  # the lasting ones: a wrapped counter, the firmware
-        self.cloud_api = hasattr(sim.faults, "set_cloud")
         self.locker: sqlite3.Connection | None = None
         self.killer: tuple[threading.Thread, threading.Event] | None = None
 
@@ -491,13 +490,11 @@ class Faulter:
             sim.revoke_tokens()
         if w.kind == "cloud-down":
             sim.set_faults(cloud_down=True)
-        elif w.kind == "token-route" and self.cloud_api:
+        elif w.kind == "token-route":
             if w.detail.startswith("/tokens"):
-                sim.faults.set_cloud("/tokens", EndpointFault(status=403))  # type: ignore[attr-defined]
+                sim.faults.set_cloud("/tokens", EndpointFault(status=403))
             else:
-                sim.faults.set_cloud(  # type: ignore[attr-defined]
-                    "/entrez_tokens", EndpointFault(body="<html>no token</html>")
-                )
+                sim.faults.set_cloud("/entrez_tokens", EndpointFault(body="<html>no token</html>"))
         elif w.kind == "hang":
             sim.set_endpoint_fault(w.detail, EndpointFault(hang_seconds=HANG_S))
         elif w.kind == "503-storm":
@@ -509,9 +506,8 @@ class Faulter:
         return w.kind == "db"
 
     def _heal_cloud(self) -> None:
-        if self.cloud_api:
-            for path in ("/tokens", "/entrez_tokens"):
-                self.sim.faults.set_cloud(path, None)  # type: ignore[attr-defined]
+        for path in ("/tokens", "/entrez_tokens"):
+            self.sim.faults.set_cloud(path, None)
 
     def _database(self, on: bool) -> None:
         if self.postgres:
@@ -907,7 +903,6 @@ def summarize(
     worst = max(checked, key=lambda d: d["max_error"], default=None)
     mails = mail_groups(results, windows)
     compared, bad, wrapped, other, examples = rows
-    not_available = [] if hasattr(Faults(), "set_cloud") else ["token-route: no cloud route faults yet"]
     checks = {
         "garbage": bad == 0,
         "recoveries": not misses,
@@ -925,7 +920,6 @@ def summarize(
         "wall_s_per_day": round(timing["wall_s"] * 1440 / max(1, timing["runs"]), 1),
         "runs": dict(Counter(r.outcome for r in results), total=len(results)),
         "faults": dict(faults),
-        "not_available": not_available,
         "kill": "real `envoylog collect` processes, SIGKILL (mid-read: waiting on a hanging endpoint; "
         "mid-write: inside the write transaction)",
         "recoveries": {"met": met, "total": len(windows), "misses": misses},
@@ -964,8 +958,6 @@ def describe(s: dict[str, Any]) -> str:
         "faults: "
         + ", ".join(f"{k} {v['windows']} ({v['minutes']} min)" for k, v in sorted(s["faults"].items())),
     ]
-    if s["not_available"]:
-        lines.append("not available: " + ", ".join(s["not_available"]))
     lines.append(f"kill fault: {s['kill']}")
     rec = s["recoveries"]
     lines.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -192,3 +193,28 @@ def test_a_token_renewal_failing_for_a_day_is_said_once_and_its_end_said(
         assert run.warnings == []
         site.sim.clock.advance(timedelta(hours=1))
     assert len(cleared) == 1 and cleared[0].startswith("gateway home: a new token is stored, ")
+
+
+def test_a_database_locked_for_a_minute_fails_quietly_and_one_locked_for_long_says_so(site: Site) -> None:
+    if not site.db_url.startswith("sqlite"):
+        pytest.skip("a SQLite file held by another writer (a PostgreSQL restart: tests/test_hostile.py)")
+    assert site.collect().error is None
+    holder = sqlite3.connect(site.db_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a backup, a long report, `sqlite3` left open in a terminal
+    try:
+        brief = later_within(site, 1)
+        assert brief.error is not None and brief.error.status == 5 and brief.error.quiet
+        site.sim.clock.advance(timedelta(minutes=20))
+        long = later_within(site, 0)
+        assert long.error is not None and long.error.status == 5 and not long.error.quiet
+        assert "database is locked" in str(long.error)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert later(site, 1).error is None
+
+
+def later_within(site: Site, minutes: float) -> GatewayRun:
+    """A run with a short deadline: a locked database keeps a run waiting until it."""
+    site.sim.clock.advance(timedelta(minutes=minutes))
+    return site.collect(deadline_s=3)

@@ -207,6 +207,7 @@ def _claimed_run(shared: Shared, gateway: GatewaySettings) -> GatewayRun:
             )
         except SQLAlchemyError as exc:
             error = DatabaseError(f"cannot claim the gateway: {describe_db_error(exc)}")
+            _quiet_if_recent(shared, gateway, error)
             return GatewayRun(gateway.name, outcome="failed", error=error)
         if refusal is not None:
             run = _skipped(gateway.name, refusal, shared.settings.collect.shared)
@@ -234,7 +235,28 @@ def _collect(shared: Shared, gateway: GatewaySettings, late: GatewayError | None
         late=late,
     )
     log.info("%s", run.summary())
+    if isinstance(run.error, DatabaseError):
+        _quiet_if_recent(shared, gateway, run.error)
     return run
+
+
+def _quiet_if_recent(shared: Shared, gateway: GatewaySettings, error: DatabaseError) -> None:
+    """A database locked or restarting for a minute or two fails quietly, like a gateway's nightly outage.
+
+    The run could not write, so it asks the run log whether the gateway was read within the quiet window: in
+    WAL mode SQLite still reads while another process holds the write lock, and a restarted PostgreSQL answers
+    a new connection. A database that cannot even be read says every failure: nobody else will.
+    """
+    try:
+        reader = shared.engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})  # no write lock to wait for
+        with waiting_until(time.monotonic() + DEADLINE_GRACE_S), reader.connect() as conn:
+            known = gateways.configured_gateway(conn, name=gateway.name, serial=gateway.serial)
+            success = runs.last_run(conn, known.id, successful=True) if known is not None else None
+    except SQLAlchemyError:
+        return
+    window = timedelta(minutes=shared.settings.collect.quiet_minutes)
+    if success is not None and success.finished_at and shared.clock() - success.finished_at < window:
+        error.quiet = True
 
 
 def _skipped(name: str, refusal: claims.Refusal, shared: bool) -> GatewayRun:
