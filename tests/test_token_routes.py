@@ -280,6 +280,8 @@ def test_cloud_faults_from_the_command_line_and_the_admin_api(site: Site) -> Non
         "hang_seconds": 0.0,
         "body": None,
         "drops": 0,
+        "retry_after": None,
+        "times": None,
     }
     with pytest.raises(ValueError, match="cloud's paths"):
         merge_faults(faults, {"cloud": {"/production.json": {"status": 500}}}, now)
