@@ -75,6 +75,7 @@ LEAD_IN = timedelta(minutes=20)  # runs before the first local midnight, so that
 FULL_COVERAGE = 0.9
 MIDNIGHT_READ = timedelta(minutes=10)
 REPORT_TOLERANCE = 0.01
+MAILS_PER_FAULT = 2  # the line that says a problem, and the one that says it cleared
 ENERGY_FLOOR_WH = 100.0  # relative errors of smaller daily amounts are taken relative to this
 CHECK_JWT = "/auth/check_jwt"
 DATA_PATHS = sorted(path for path in ENDPOINTS if path != "/info")
@@ -902,12 +903,17 @@ def summarize(
     checked = [d for d in reports if d["checked"]]
     worst = max(checked, key=lambda d: d["max_error"], default=None)
     mails = mail_groups(results, windows)
+    # One mail when a problem becomes real and one when it clears: at most two runs per fault window, and
+    # none without a fault.
+    per_fault = Counter(g["fault"] for g in mails for _ in range(g["runs"]))
+    too_many = {fault: n for fault, n in per_fault.items() if n > MAILS_PER_FAULT or fault == "no fault"}
     compared, bad, wrapped, other, examples = rows
     checks = {
         "garbage": bad == 0,
         "recoveries": not misses,
         "reports": worst is not None and worst["max_error"] <= REPORT_TOLERANCE,
         "secrets": not leaks,
+        "mails": not too_many,
     }
     return {
         "passed": all(checks.values()),
@@ -939,7 +945,12 @@ def summarize(
             "worst": worst,
             "max_error_all_days": max((d["max_error"] for d in reports), default=None),
         },
-        "mails": {"runs": sum(g["runs"] for g in mails), "groups": mails},
+        "mails": {
+            "runs": sum(g["runs"] for g in mails),
+            "problems": len(per_fault),
+            "too_many": too_many,
+            "groups": mails,
+        },
         "secrets": {
             "password": 1,
             "tokens": secrets.tokens,
@@ -979,7 +990,11 @@ def describe(s: dict[str, Any]) -> str:
         f"on every day {rep['max_error_all_days'] or 0:.3%}"
     )
     mails = s["mails"]
-    lines.append(f"mails (runs that printed anything): {mails['runs']}")
+    lines.append(
+        f"mails (runs that printed anything): {mails['runs']} for {mails['problems']} problems "
+        f"(at most {MAILS_PER_FAULT} per fault: when it became real, when it cleared)"
+    )
+    lines += [f"  too many for {fault}: {n}" for fault, n in mails["too_many"].items()]
     lines += [f"  {g['runs']:>4}  {g['first']}  [{g['fault']}]  {g['line']}" for g in mails["groups"]]
     sec = s["secrets"]
     lines.append(

@@ -218,3 +218,22 @@ def later_within(site: Site, minutes: float) -> GatewayRun:
     """A run with a short deadline: a locked database keeps a run waiting until it."""
     site.sim.clock.advance(timedelta(minutes=minutes))
     return site.collect(deadline_s=3)
+
+
+def test_a_revoked_token_while_the_cloud_is_down_is_said_once_when_it_lasts(site: Site) -> None:
+    # The gateway refuses the stored token and the Enphase cloud answers 503: nothing the user can fix, so
+    # it is the quiet rule of an unreachable gateway, not a line per cloud attempt.
+    assert site.collect().error is None
+    site.sim.revoke_tokens()
+    site.sim.set_faults(cloud_down=True)
+    runs = [later(site, 1) for _ in range(20)]
+    assert all(run.error is not None and run.error.status == 3 for run in runs)
+    said = [i for i, run in enumerate(runs) if not run.error.quiet]  # type: ignore[union-attr]
+    assert said == [14]  # 15 min without a successful read: once
+    assert str(runs[14].error).startswith("no successful read for 15 min: ")
+    assert "503" in str(runs[14].error)
+    site.sim.set_faults(cloud_down=False)
+    site.sim.clock.advance(timedelta(hours=1))  # the next cloud attempt, after the back-off's hour
+    back = site.collect()
+    assert back.error is None
+    assert back.recovered is not None and back.recovered.startswith("gateway home: read again after ")

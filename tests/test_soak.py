@@ -2,8 +2,8 @@
 
 `benchmarks/soak.py --quick` runs `envoylog collect` once a simulated minute for a day (in-process, as the
 CLI's own command; the kill faults as real processes killed with SIGKILL) and checks what it stored, reported,
-printed and logged. It runs as a process of its own: it patches the collector's entry points and the
-simulator's secret generators to watch them.
+printed (what cron would mail) and logged. It runs as a process of its own: it patches the collector's entry
+points and the simulator's secret generators to watch them.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def test_a_quick_soak_stores_no_garbage_recovers_from_every_fault_and_leaks_no_s
     )
     assert done.stdout, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    # What a cron user would have been mailed is printed, not asserted: the escalation rules are being built.
-    print(json.dumps(summary["mails"], indent=2))
+    # A cron user is mailed once when a problem becomes real and once when it clears; transient faults (an
+    # expired session, a short hang, the nightly outage, a locked database for a minute) mail nothing.
+    assert summary["mails"]["too_many"] == {}, summary["mails"]
+    assert summary["mails"]["runs"] <= 2 * summary["mails"]["problems"]
     assert summary["rows"]["compared"] > 10_000
     assert summary["rows"]["disagreeing"] == 0, summary["rows"]["examples"]
     assert summary["recoveries"]["misses"] == [], summary["recoveries"]

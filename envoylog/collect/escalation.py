@@ -62,6 +62,7 @@ def escalate(
         error.quiet = True
     else:
         error.args = (f"no successful read for {_minutes(now - success.finished_at)}: {error}",)
+        error.quiet = False  # a run that only waits out the cloud's back-off was quiet until now
     return None
 
 
