@@ -23,11 +23,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from scratch_db import scratch_database  # benchmarks/ is the script's folder, first on sys.path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -69,23 +71,8 @@ def main() -> None:
 # --- the database --------------------------------------------------------------------------------------
 
 
-def fresh_database(postgres: str | None, work: Path) -> tuple[str, Any]:
-    if not postgres:
-        return f"sqlite:///{work / 'fleet.db'}", lambda: None
-    schema = f"fleet_{os.getpid()}"
-    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(postgres).update_query_dict(
-        {"options": f"-csearch_path={schema}", "application_name": APP}
-    )
-
-    def cleanup() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), cleanup
+def fresh_database(postgres: str | None, work: Path) -> tuple[str, Callable[[], None]]:
+    return scratch_database(postgres, work, "fleet", APP)
 
 
 def add_collect_table(config: Path, db_url: str, shared: bool, workers: int | None) -> None:

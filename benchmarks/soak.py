@@ -51,6 +51,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer.main
+from scratch_db import scratch_database  # benchmarks/ is the script's folder, first on sys.path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -1007,22 +1008,7 @@ def describe(s: dict[str, Any]) -> str:
 
 
 def fresh_database(postgres: str | None, work: Path) -> tuple[str, Callable[[], None]]:
-    if not postgres:
-        return f"sqlite:///{work / 'soak.db'}", lambda: None
-    schema = f"soak_{os.getpid()}"
-    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(postgres).update_query_dict(
-        {"options": f"-csearch_path={schema}", "application_name": APP}
-    )
-
-    def cleanup() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), cleanup
+    return scratch_database(postgres, work, "soak", APP)
 
 
 @contextlib.contextmanager
