@@ -8,9 +8,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from envoylog.collect.run import GatewayRun, RunsFailed, raise_for_runs
 from envoylog.config import CollectSettings
+from envoylog.db.models import Problem
 from envoylog.simulator.faults import EndpointFault
 from tests.conftest import Site
 
@@ -237,3 +239,37 @@ def test_a_revoked_token_while_the_cloud_is_down_is_said_once_when_it_lasts(site
     back = site.collect()
     assert back.error is None
     assert back.recovered is not None and back.recovered.startswith("gateway home: read again after ")
+
+
+def test_an_endpoint_failure_not_seen_for_long_starts_again(site: Site) -> None:
+    # The endpoint timed out once, then the gateway was off for two hours: when it fails once more after
+    # that, it has not been failing for two hours.
+    assert site.collect().error is None
+    site.sim.set_endpoint_fault(METERS, EndpointFault(status=500))
+    assert later(site, 1).warnings == []
+    site.sim.set_endpoint_fault("/info", EndpointFault(status=503))
+    for _ in range(4):
+        later(site, 30)
+    site.sim.set_endpoint_fault("/info", None)
+    again = later(site, 1)
+    assert again.outcome == "partial" and again.warnings == []
+    with site.transaction() as conn:
+        since = conn.execute(select(Problem.since)).scalar_one()
+    assert site.sim.clock.now() - since < timedelta(minutes=2)  # begun again, not two hours old
+    for _ in range(59):
+        assert later(site, 1).warnings == []
+    assert later(site, 1).warnings != []  # an hour after it began again
+
+
+def test_a_token_problem_said_does_not_make_every_gateway_outage_loud(site: Site) -> None:
+    token = site.sim.issue_token(lifetime=timedelta(days=10))
+    settings = site.settings(token=token)
+    site.sim.set_faults(wrong_password=True)  # the renewal fails and is said: the user must act
+    assert site.collect(settings).error is None
+    site.sim.set_endpoint_fault("/production.json", EndpointFault(status=503))  # its nightly outage
+    site.sim.set_endpoint_fault("/ivp/meters/readings", EndpointFault(status=503))
+    site.sim.set_endpoint_fault("/ivp/pdm/device_data", EndpointFault(status=503))
+    for _ in range(5):
+        site.sim.clock.advance(timedelta(minutes=1))
+        run = site.collect(settings)
+        assert run.error is not None and run.error.status == 4 and run.error.quiet

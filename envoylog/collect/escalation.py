@@ -53,7 +53,7 @@ def escalate(
         return None
     if not (isinstance(error, GatewayError) or (isinstance(error, AuthError) and error.transient)):
         return None  # needs the user: said each time (auth says it per attempt, quiet while waiting)
-    if told:
+    if told and isinstance(error, AuthError):
         return None  # the user was told by the attempt that failed: its waits stay quiet
     success = runs.last_run(conn, gateway_id, successful=True)
     if success is None:
@@ -99,6 +99,10 @@ class Observation:
     said: bool = False  # this run's own error says it already (an auth problem that needs the user)
 
 
+# A problem not seen by any run for this long (and not said) starts again when it is seen next.
+UNSEEN = timedelta(minutes=90)
+
+
 def thresholds(settings: CollectSettings) -> dict[str, timedelta]:
     """How long each kind of problem lasts before it is said."""
     return {
@@ -134,6 +138,11 @@ def escalate_problems(
                 if stored.said_at is not None:
                     cleared.append(f"gateway {name}: {_cleared(obs.kind, obs.subject, now - stored.since)}")
             continue
+        if stored is not None and stored.said_at is None and now - stored.seen_at > UNSEEN:
+            # Not looked at for long (the gateway was off, the endpoint not asked): no telling that it failed
+            # all along, so it starts again rather than being said at once.
+            problems.close_problem(conn, gateway_id, obs.kind, obs.subject)
+            stored = None
         since = obs.since or (stored.since if stored is not None else now)
         said_at = stored.said_at if stored is not None else None
         if said_at is None and (obs.said or now - since >= limits[obs.kind]):
@@ -141,17 +150,20 @@ def escalate_problems(
             if not obs.said:
                 said.append(f"gateway {name}: {_lasting(obs, now - since, stored)}")
         if stored is None:
-            problems.open_problem(conn, gateway_id, obs.kind, obs.subject, since, obs.detail)
-            if said_at is not None:
-                problems.update_problem(conn, gateway_id, obs.kind, obs.subject, said_at=said_at)
+            problems.open_problem(conn, gateway_id, obs.kind, obs.subject, since, said_at, now, obs.detail)
         else:
-            detail = (
-                obs.detail or stored.detail
-            )  # a skipped endpoint keeps the failure that opened its breaker
-            if (since, said_at, detail) != (stored.since, stored.said_at, stored.detail):
-                problems.update_problem(
-                    conn, gateway_id, obs.kind, obs.subject, since=since, said_at=said_at, detail=detail
-                )
+            # A skipped endpoint keeps the failure that opened its breaker.
+            detail = obs.detail or stored.detail
+            problems.update_problem(
+                conn,
+                gateway_id,
+                obs.kind,
+                obs.subject,
+                since=since,
+                said_at=said_at,
+                seen_at=now,
+                detail=detail,
+            )
     return said, cleared
 
 

@@ -123,6 +123,10 @@ def read_gateway(
             suspects.append(path)
             result.fail(path, str(exc))
             complete = html_only = False
+            if client.remaining() < CHECK_READ_TIMEOUT_S + MIN_REQUEST_TIME_S:
+                # The rest of the run is kept for the check that the gateway still answers: another
+                # endpoint started now would end at the deadline and leave that unknown.
+                break
             continue
         except GatewayUnreachable as exc:
             result.fail(path, str(exc))
@@ -222,7 +226,7 @@ def _still_answers(client: GatewayClient) -> bool:
     if client.remaining() < MIN_REQUEST_TIME_S:
         return True
     try:
-        client.get("/info", read_timeout=CHECK_READ_TIMEOUT_S)
+        client.get("/info", read_timeout=min(CHECK_READ_TIMEOUT_S, client.remaining()))
     except GatewayUnreachable:
         return False
     except AnswerTooLarge:

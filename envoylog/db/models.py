@@ -249,4 +249,5 @@ class Problem(Base):
     subject: Mapped[str] = mapped_column(String(100), primary_key=True)  # an endpoint's path, or ""
     since: Mapped[datetime] = mapped_column(UtcDateTime)
     said_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)  # the last run that saw it
     detail: Mapped[str | None] = mapped_column(Text)  # the latest failure, one line without secrets

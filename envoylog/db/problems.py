@@ -23,6 +23,7 @@ class StoredProblem:
     subject: str
     since: datetime
     said_at: datetime | None
+    seen_at: datetime
     detail: str | None
 
 
@@ -30,7 +31,9 @@ def load(conn: Connection, gateway_id: int) -> dict[tuple[str, str], StoredProbl
     """The gateway's open problems, by (kind, subject)."""
     rows = conn.execute(select(PROBLEMS).where(PROBLEMS.c.gateway_id == gateway_id))
     return {
-        (row.kind, row.subject): StoredProblem(row.kind, row.subject, row.since, row.said_at, row.detail)
+        (row.kind, row.subject): StoredProblem(
+            row.kind, row.subject, row.since, row.said_at, row.seen_at, row.detail
+        )
         for row in rows
     }
 
@@ -47,18 +50,31 @@ def load_all(conn: Connection, gateway_ids: Collection[int]) -> dict[int, list[S
     )
     for row in rows:
         found.setdefault(row.gateway_id, []).append(
-            StoredProblem(row.kind, row.subject, row.since, row.said_at, row.detail)
+            StoredProblem(row.kind, row.subject, row.since, row.said_at, row.seen_at, row.detail)
         )
     return found
 
 
 def open_problem(
-    conn: Connection, gateway_id: int, kind: str, subject: str, since: datetime, detail: str | None
+    conn: Connection,
+    gateway_id: int,
+    kind: str,
+    subject: str,
+    since: datetime,
+    said_at: datetime | None,
+    now: datetime,
+    detail: str | None,
 ) -> None:
     """Record a problem seen for the first time."""
     conn.execute(
         PROBLEMS.insert().values(
-            gateway_id=gateway_id, kind=kind, subject=subject, since=since, said_at=None, detail=detail
+            gateway_id=gateway_id,
+            kind=kind,
+            subject=subject,
+            since=since,
+            said_at=said_at,
+            seen_at=now,
+            detail=detail,
         )
     )
 

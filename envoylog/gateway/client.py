@@ -198,7 +198,7 @@ def _retry_after(value: str | None, date: datetime | None) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "³" is a digit to str.isdigit, not to float()
         return float(value)
     moment = _http_date(value)
     if moment is None:

@@ -63,7 +63,10 @@ class NoCloudToken(CloudError):
         super().__init__(message)
         # Refused or asking for a code on every route: only the user can change that. A route that was
         # down or answered nonsense may work next time.
-        self.needs_user = all(isinstance(error, CloudRefused | CloudMfa) for _, error in failures)
+        # A password refused by one route is wrong whatever the other answered.
+        self.needs_user = any(isinstance(error, CloudBadLogin) for _, error in failures) or all(
+            isinstance(error, CloudRefused | CloudMfa) for _, error in failures
+        )
 
 
 def route_order(first: str | None) -> tuple[str, ...]:

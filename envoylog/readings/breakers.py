@@ -57,7 +57,9 @@ class Breakers:
     def skip(self, path: str, now: datetime) -> bool:
         """Whether the endpoint rests at `now`: this run does not ask it."""
         until = self.until(path)
-        return until is not None and now + START_SLACK < until
+        # A pause ending further off than any pause can (set by a clock that was ahead, since stepped back)
+        # is over: the endpoint is probed rather than skipped for hours.
+        return until is not None and now + START_SLACK < until <= now + MAX_PAUSE
 
     def until(self, path: str) -> datetime | None:
         """Until when the endpoint rests (None without a breaker)."""

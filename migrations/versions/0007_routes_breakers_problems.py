@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("subject", sa.String(length=100), nullable=False),
         sa.Column("since", UtcDateTime(), nullable=False),
         sa.Column("said_at", UtcDateTime(), nullable=True),
+        sa.Column("seen_at", UtcDateTime(), nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["gateway_id"], ["gateways.id"], name=op.f("fk_problems_gateway_id_gateways"), ondelete="CASCADE"
