@@ -152,15 +152,29 @@ def _latest_values(
     names: Sequence[str],
     before: datetime | None = None,
 ) -> dict[int, tuple[datetime, dict[str, Any]]]:
-    """The newest row of each series, or its newest before `before` (one index lookup per series)."""
+    """The newest row of each series, or its newest before `before` (one index lookup per series).
+
+    The series drive the query: a top-1 lookup for each, then the row at that key. Driven by the readings
+    (`WHERE series_id IN … AND time = (newest of the series)`), SQLite ran the subquery for every stored row
+    of the series, a cost that grew with the history on every run.
+    """
     if not series_ids:
         return {}
-    inner = table.alias("newest")
-    condition = inner.c.series_id == table.c.series_id
+    series = table_of(Series)
+    condition = table.c.series_id == series.c.id
     if before is not None:
-        condition = and_(condition, inner.c[time_column] < before)
-    newest = select(func.max(inner.c[time_column])).where(condition).scalar_subquery()
-    query = select(table).where(and_(table.c.series_id.in_(series_ids), table.c[time_column] == newest))
+        condition = and_(condition, table.c[time_column] < before)
+    newest = select(func.max(table.c[time_column])).where(condition).correlate(series).scalar_subquery()
+    # OFFSET 0 keeps the planner from merging `chosen` into the join, which would run the lookups per row.
+    chosen = (
+        select(series.c.id.label("sid"), newest.label("at"))
+        .where(series.c.id.in_(series_ids))
+        .offset(0)
+        .subquery("chosen")
+    )
+    query = select(table).join(
+        chosen, and_(table.c.series_id == chosen.c.sid, table.c[time_column] == chosen.c.at)
+    )
     result = {}
     for row in conn.execute(query).mappings():
         result[row["series_id"]] = (row[time_column], {name: row[name] for name in names})
