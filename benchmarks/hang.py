@@ -11,7 +11,6 @@ Measured per run: wall time and exit code; printed: the first hanging run, and t
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from sim_process import start_simulator  # benchmarks/ is the script's folder, first on sys.path
 
 HANGING = "/ivp/meters/readings"
 
@@ -56,22 +57,8 @@ def main() -> None:
 def start(work: Path, extra: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """A simulator process, and the environment that points `envoylog` at it and at its own database."""
     work.mkdir()
-    command = [sys.executable, "-m", "envoylog", "simulate", "--port", "0", "--state-dir", str(work / "sim")]
-    sim = subprocess.Popen(  # noqa: S603
-        [*command, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    env = dict(os.environ, ENVOYLOG_DB=f"sqlite:///{work / 'envoylog.db'}")
-    assert sim.stdout is not None
-    for line in sim.stdout:
-        if line.strip().startswith("export "):
-            name, _, value = line.strip().removeprefix("export ").partition("=")
-            env[name] = value
-        if line.startswith("Stop it"):
-            break
-    return sim, env
+    arguments = ["--port", "0", "--state-dir", str(work / "sim"), *extra]
+    return start_simulator(arguments, f"sqlite:///{work / 'envoylog.db'}")
 
 
 def collect(env: dict[str, str]) -> tuple[float, int]:

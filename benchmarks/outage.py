@@ -12,7 +12,6 @@ window.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from sim_process import start_simulator  # benchmarks/ is the script's folder, first on sys.path
 from sqlalchemy import create_engine, text
 
 
@@ -37,34 +37,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="envoylog-outage-") as tmp:
         work = Path(tmp)
         db_url = f"sqlite:///{work / 'outage.db'}"
-        sim = subprocess.Popen(  # noqa: S603
-            [
-                sys.executable,
-                "-m",
-                "envoylog",
-                "simulate",
-                "--latency",
-                "realistic",
-                "--port",
-                "0",
-                "--start",
-                start.isoformat(),
-                "--state-dir",
-                str(work / "sim"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        arguments = ["--latency", "realistic", "--port", "0", "--start", start.isoformat()]
+        sim, env = start_simulator([*arguments, "--state-dir", str(work / "sim")], db_url)
         t0 = time.monotonic()  # the simulator's clock runs at real speed from `start`
-        env = dict(os.environ, ENVOYLOG_DB=db_url)
-        assert sim.stdout is not None
-        for line in sim.stdout:
-            if line.strip().startswith("export "):
-                name, _, value = line.strip().removeprefix("export ").partition("=")
-                env[name] = value
-            if line.startswith("Stop it"):
-                break
         try:
             print("| minute (local) | wall s | exit | printed | outcome | requests | error |")
             print("|---|---|---|---|---|---|---|")
