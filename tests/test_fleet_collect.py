@@ -249,12 +249,16 @@ def test_a_refused_login_is_not_repeated_by_the_accounts_other_gateways(
 
 
 def test_two_collectors_sharing_a_config_poll_each_gateway_once(
-    fleet: Fleet, db_url: str, tmp_path: Path
+    fleet: Fleet, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = fleet_settings(fleet, db_url, tmp_path, workers=4, shared=True)
     collect_all(settings, clock=fleet.clock.now, cloud_verify=str(fleet.ca_file))  # tokens, discovery
     fleet.clock.advance(timedelta(minutes=1))
     fleet.clear_request_log()
+    # Both collectors begin the same cron round: cron starts them within moments, a busy test machine may
+    # start one thread seconds after the other has polled some gateways, so the round's start is fixed here.
+    round_started = int(time.time() * 1000)
+    monkeypatch.setattr(claims, "now_ms", lambda conn: round_started)
     results: dict[str, list[GatewayRun]] = {}
 
     def collector(name: str) -> None:
