@@ -118,6 +118,19 @@ class CollectSettings:
 
 
 @dataclass(frozen=True)
+class MqttSettings:
+    """Where `collect` publishes the readings for Home Assistant: the `[mqtt]` table of the config file."""
+
+    url: str  # mqtt://host[:port] or mqtts://host[:port]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    topic_prefix: str = "envoylog"
+    discovery_prefix: str = "homeassistant"
+    ca_file: str | None = None  # mqtts: the CA that signed the broker's certificate (default: the system's)
+    insecure: bool = False  # mqtts: do not verify the broker's certificate
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a command needs to know, already validated."""
 
@@ -128,6 +141,7 @@ class Settings:
     gateways: tuple[GatewaySettings, ...]
     config_path: Path | None = None
     collect: CollectSettings = CollectSettings()
+    mqtt: MqttSettings | None = None  # publish to an MQTT broker after each collect
 
 
 def default_config_path() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -34,6 +35,13 @@ def collect(
     deadline: Annotated[
         float, typer.Option(metavar="SECONDS", help="Seconds one run may take in all.")
     ] = 50.0,
+    textfile: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="After each run, write the readings for Prometheus' node_exporter textfile collector here.",
+        ),
+    ] = None,
 ) -> None:
     """Read every configured gateway once and store what changed. Silent on success."""
     from envoylog.collect.every import collect_every
@@ -47,9 +55,9 @@ def collect(
         if every is not None:
             if not 1 <= every <= MAX_EVERY_S:
                 raise ConfigError(f"--every must be from 1 to {MAX_EVERY_S:.0f} seconds, not {every}")
-            collect_every(settings, every_s=every, deadline_s=deadline, say=say)
+            collect_every(settings, every_s=every, deadline_s=deadline, say=say, textfile=textfile)
             return
-        runs = collect_all(settings, deadline_s=deadline)
+        runs = collect_all(settings, deadline_s=deadline, textfile=textfile)
         for run in runs:
             for kind, line in run.notices():
                 say(kind, line)

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +21,12 @@ log = logging.getLogger(__name__)
 
 
 def collect_every(
-    settings: Settings, *, every_s: float, deadline_s: float, say: Callable[[Notice, str], None]
+    settings: Settings,
+    *,
+    every_s: float,
+    deadline_s: float,
+    say: Callable[[Notice, str], None],
+    textfile: Path | None = None,
 ) -> None:
     """Collect every `every_s` seconds; errors are reported and polling goes on; a signal stops it cleanly.
 
@@ -39,7 +45,7 @@ def collect_every(
             try:
                 # A cycle may take longer than `every_s` (a first login, a slow gateway): the next one then
                 # starts late, never beside it, so a cycle keeps the run's whole deadline.
-                runs = collect_all(settings, deadline_s=deadline_s)
+                runs = collect_all(settings, deadline_s=deadline_s, textfile=textfile)
                 for run in runs:
                     for kind, line in run.notices():
                         say(kind, line)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import Engine
@@ -28,6 +29,8 @@ from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import GatewayClient, GatewayUnreachable
 from envoylog.gateway.cloud import CloudClient, CloudLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
+from envoylog.handoff.publish import hand_off
+from envoylog.handoff.state import RunFacts
 from envoylog.readings import model
 from envoylog.readings.breakers import Breakers
 from envoylog.readings.plausible import plausible_snapshot
@@ -69,6 +72,7 @@ class GatewayRun:
     observations: list[Observation] = field(default_factory=list)
     watch_token: bool = False
     token_told: bool = False  # this run told the user of a cloud failure only they can fix
+    seconds: float = 0.0  # the run's wall time for this gateway
 
     def notices(self) -> list[tuple[Notice, str]]:
         """The lines this run says besides its error: lasting problems (warnings), problems that cleared."""
@@ -97,12 +101,14 @@ def collect_all(
     clock: Callable[[], datetime] = utc_now,
     cloud_verify: str | bool = True,
     holder: str | None = None,
+    textfile: Path | None = None,
 ) -> list[GatewayRun]:
     """One poll cycle of every configured gateway, many at once, each claimed for this run while polled.
 
     Every gateway has the whole run until the deadline (no slices: one that hangs only holds up its own
     worker). Opening and migrating the database comes first, so a new fleet's first gateway does not pay for
-    it. `holder` names this collector in the claims (by default this process).
+    it. `holder` names this collector in the claims (by default this process). After the run, what it read
+    is handed on (`envoylog.handoff`): to the Prometheus `textfile` and to the `[mqtt]` broker, if set.
     """
     started = time.monotonic()
     deadline = started + deadline_s
@@ -135,14 +141,26 @@ def collect_all(
             with waiting_until(deadline), engine.connect() as conn:
                 shared.run_started_ms = claims.now_ms(conn)
         if len(settings.gateways) == 1:
-            return [_claimed_run(shared, settings.gateways[0])]
-        with waiting_until(deadline):
-            order = _order(engine, settings)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envoylog-collect") as pool:
-            done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
-        return [done[gateway.name] for gateway in settings.gateways]
+            result = [_claimed_run(shared, settings.gateways[0])]
+        else:
+            with waiting_until(deadline):
+                order = _order(engine, settings)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envoylog-collect") as pool:
+                done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
+            result = [done[gateway.name] for gateway in settings.gateways]
+        if textfile is not None or settings.mqtt is not None:
+            hand_off(engine, settings, [_facts(run) for run in result], textfile=textfile, now=clock())
+        return result
     finally:
         engine.dispose()
+
+
+def _facts(run: GatewayRun) -> RunFacts:
+    """What the hand-off needs to know of a run."""
+    rows = sum(run.rows_added.values())
+    outcome = "skipped" if run.skipped else run.outcome
+    error = str(run.error) if run.error else None
+    return RunFacts(run.name, run.serial, outcome, run.seconds, run.requests, run.cloud_requests, rows, error)
 
 
 def _order(engine: Engine, settings: Settings) -> list[GatewaySettings]:
@@ -299,6 +317,7 @@ def collect_gateway(
     auth: GatewayAuth | None = None
     gateway_id: int | None = None
     started = clock()
+    began = time.monotonic()
     try:
         with engine.begin() as conn:
             run_id = runs.start_run(conn, gateway.name, started)
@@ -389,6 +408,7 @@ def collect_gateway(
         clock = _shifted(clock, run.clock_offset)
     run.requests = client.requests_made if client is not None else run.requests
     run.cloud_requests = cloud.requests_made
+    run.seconds = time.monotonic() - began
     _finish(engine, run_id, gateway_id, run, clock(), started, settings.collect)
     return run
 
