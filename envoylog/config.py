@@ -57,6 +57,7 @@ _TOP_LEVEL_KEYS = {
     "password",
     "gateways",
     "collect",
+    "check",
 }
 _COLLECT_KEYS = {
     "workers",
@@ -118,6 +119,31 @@ class CollectSettings:
 
 
 @dataclass(frozen=True)
+class CheckSettings:
+    """What `envoylog check` calls a problem: the `[check]` table of the config file."""
+
+    # The newest successful read of a gateway is older than this: the logger stopped, or the gateway is gone.
+    stale_minutes: int = 60
+    # An inverter's newest report is this much older than the newest producing report of the others.
+    inverter_silent_minutes: int = 60
+    # An inverter made less than this share of the array's median energy on each of the last `lagging_days`.
+    lagging_share: float = 0.85
+    lagging_days: int = 3
+    # A day's production is below this share of what comparable days give, the weather as the inverters saw
+    # it taken into account; comparable days: the `drop_days` days before it.
+    drop_share: float = 0.8
+    drop_days: int = 14
+    # A token that expires within this many days and could not be renewed.
+    token_days: int = 30
+    # More gateway sessions opened in the last hour than this is a refresh storm (normally: a few a day).
+    sessions_per_hour: int = 6
+    # The gateway's clock and this machine's disagree by more than this.
+    clock_minutes: int = 5
+    # Under cron, a problem still there is said again after this many hours.
+    repeat_hours: int = 24
+
+
+@dataclass(frozen=True)
 class MqttSettings:
     """Where `collect` publishes the readings for Home Assistant: the `[mqtt]` table of the config file."""
 
@@ -142,6 +168,7 @@ class Settings:
     config_path: Path | None = None
     collect: CollectSettings = CollectSettings()
     mqtt: MqttSettings | None = None  # publish to an MQTT broker after each collect
+    check: CheckSettings = CheckSettings()
 
 
 def default_config_path() -> Path:
@@ -202,6 +229,7 @@ def load_settings(
         gateways=_gateways(data, env),
         config_path=path if path.is_file() else None,
         collect=_collect(data),
+        check=_check(data),
     )
 
 
@@ -227,11 +255,34 @@ def _collect(data: Mapping[str, Any]) -> CollectSettings:
     )
 
 
-def _count(table: Mapping[str, Any], key: str, default: int, most: int) -> int:
+def _check(data: Mapping[str, Any]) -> CheckSettings:
+    table = data.get("check", {})
+    if not isinstance(table, dict):
+        raise ConfigError("'check' in the config file must be a [check] table")
+    defaults = CheckSettings()
+    _check_keys(table, set(CheckSettings.__dataclass_fields__), "[check]")
+    values: dict[str, Any] = {}
+    for name in CheckSettings.__dataclass_fields__:
+        default = getattr(defaults, name)
+        if isinstance(default, float):
+            values[name] = _share(table, name, default)
+        else:
+            values[name] = _count(table, name, default, 10080, where="[check]")
+    return CheckSettings(**values)
+
+
+def _share(table: Mapping[str, Any], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ConfigError(f"[check] {key} must be a share between 0 and 1 (such as 0.8), not {value!r}")
+    return float(value)
+
+
+def _count(table: Mapping[str, Any], key: str, default: int, most: int, where: str = "[collect]") -> int:
     value = table.get(key, default)
     # bool is an int to Python; `workers = true` is a mistake all the same.
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise ConfigError(f"[collect] {key} must be a whole number from 1 to {most}, not {value!r}")
+        raise ConfigError(f"{where} {key} must be a whole number from 1 to {most}, not {value!r}")
     return value
 
 

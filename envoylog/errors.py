@@ -58,6 +58,13 @@ class LockedError(EnvoylogError):
     exit_code = 6
 
 
+class ProblemsFound(EnvoylogError):
+    """`envoylog check` found at least one open problem (its lines are its output)."""
+
+    exit_code = 7
+    quiet = True
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success (also when nothing changed)",
     1: "internal error",
@@ -66,4 +73,5 @@ EXIT_CODES: dict[int, str] = {
     4: "gateway unreachable or answering errors only",
     5: "database error",
     6: "another collect is polling the gateway",
+    7: "check found a problem (said, or said already today)",
 }

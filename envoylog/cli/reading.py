@@ -96,6 +96,46 @@ class ReportFormat(StrEnum):
 
 
 @global_options
+def check(
+    ctx: typer.Context,
+    format: FormatOption = Format.table,
+    every_problem: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Show every open problem, said before or not, and remember nothing (for a look)."
+        ),
+    ] = False,
+) -> None:
+    """Check the installation's health, for cron: silent when all is well, a line per problem otherwise.
+
+    Looks at the stored history: a gateway not collected lately, an inverter silent in daylight or lagging the
+    array's median, a day's production far below comparable days, a token that cannot be renewed, a session
+    storm, a firmware change, the gateway's clock drifting. Under cron each problem is said once a day at most
+    and once when it clears ([check] in the config file sets the thresholds). Exits 7 while a problem is
+    open. --format json gives every open problem (and what it remembers nothing of, like --all).
+    """
+    from envoylog.check.watch import check_all
+    from envoylog.errors import ProblemsFound
+    from envoylog.render.check import check_document
+
+    def action(options: Options) -> None:
+        settings = options.settings()
+        at = now()
+        look = every_problem or format is Format.json
+        with database_of(options) as engine:
+            result = check_all(engine, settings, at, remember=not look)
+        if format is Format.json:
+            typer.echo(json.dumps(check_document(result, at), indent=2))
+        else:
+            for line in result.said:
+                typer.echo(line)
+        if result.problems:
+            raise ProblemsFound(f"{len(result.problems)} problem(s) open")
+
+    run_cli(ctx, action)
+
+
+@global_options
 def report(
     ctx: typer.Context,
     day: Annotated[

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from envoylog.db import credentials
+from envoylog.db import credentials, findings
 from envoylog.gateway.store import CloudRoute, SavedSession, SavedToken, TokenSource
 from envoylog.gateway.tokens import TokenInfo
 
@@ -39,11 +39,14 @@ class DatabaseAuthStore:
         """Store a token in place of any other, clear the cloud back-off, remember the route that gave it."""
         with self.engine.begin() as conn:
             store_token(conn, self.gateway_id, token, source, now, route)
+            findings.log_auth(conn, self.gateway_id, "token", now)
 
     def save_session(self, session_id: str, now: datetime) -> None:
         """Store a new session, used just now."""
         with self.engine.begin() as conn:
             credentials.save_session(conn, self.gateway_id, session_id, now)
+            # `check` counts them: a session a minute is a refresh storm that loads the gateway.
+            findings.log_auth(conn, self.gateway_id, "session", now)
 
     def record_cloud_failure(self, now: datetime, error: str) -> datetime:
         """Count a failed cloud attempt; return when the next may be made."""

@@ -251,3 +251,29 @@ class Problem(Base):
     said_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     seen_at: Mapped[datetime] = mapped_column(UtcDateTime)  # the last run that saw it
     detail: Mapped[str | None] = mapped_column(Text)  # the latest failure, one line without secrets
+
+
+class CheckFinding(Base):
+    """A problem `envoylog check` found, and when it said it: once a day at most, a line when it clears."""
+
+    __tablename__ = "check_findings"
+
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # "stale" | "inverter_silent" | ...
+    subject: Mapped[str] = mapped_column(String(100), primary_key=True)  # an inverter's serial, a day, or ""
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    said_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)  # the last check that found it
+    line: Mapped[str] = mapped_column(Text)  # what was said, for the line that says it cleared
+
+
+class AuthLogEntry(Base):
+    """A gateway session opened or a token taken by a collector: `check` counts them to find a storm."""
+
+    __tablename__ = "auth_log"
+    __table_args__ = (Index("ix_auth_log_gateway_at", "gateway_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(16))  # "session" | "token"

@@ -1,0 +1,141 @@
+"""The queries behind `envoylog check`: a handful per gateway, over indexed ranges of the last days."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from envoylog.check.findings import DayEnergy, Reporting
+from envoylog.config import GatewaySettings, Settings
+from envoylog.db import gateways
+from envoylog.db.models import InverterSample, Series
+from envoylog.db.sql import table_of
+from envoylog.reports.common import Day
+from envoylog.reports.counters import INVERTER_MEASURE, INVERTER_ROWS, METER_ROWS, SITE_MEASURES, day_energies
+from envoylog.reports.coverage import day_coverage
+
+COVERED = 0.9  # a day (or window) the logger watched for less of tells nothing about a drop or a lag
+PRODUCING_LOOKBACK = timedelta(days=2)  # how far back an inverter's newest producing report is looked for
+INVERTERS = table_of(InverterSample)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A gateway to check: its row, and its settings where the config names it."""
+
+    id: int
+    name: str
+    serial: str
+    firmware: str | None
+    clock_offset_s: float | None
+    settings: GatewaySettings | None
+
+
+def gateways_to_check(conn: Connection, settings: Settings) -> list[Checked]:
+    """The configured gateways envoylog has read at least once; with none configured, every stored one."""
+    if not settings.gateways:
+        return [
+            Checked(row.id, row.name, row.serial, row.firmware, row.clock_offset_s, None)
+            for row in gateways.list_gateways(conn)
+        ]
+    found = []
+    for gateway in settings.gateways:
+        row = gateways.configured_gateway(conn, name=gateway.name, serial=gateway.serial)
+        if row is not None:
+            found.append(Checked(row.id, gateway.name, row.serial, row.firmware, row.clock_offset_s, gateway))
+    return found
+
+
+def inverter_series(conn: Connection, gateway_id: int) -> dict[int, str]:
+    """The gateway's inverter series: serial by series id."""
+    query = select(Series.id, Series.device).where(Series.gateway_id == gateway_id, Series.kind == "inverter")
+    return {sid: device for sid, device in conn.execute(query)}
+
+
+def production_series(conn: Connection, gateway_id: int) -> int | None:
+    """The gateway's all-phase production series."""
+    query = select(Series.id).where(
+        Series.gateway_id == gateway_id, Series.kind == "production", Series.phase == 0, Series.device == ""
+    )
+    return conn.execute(query).scalar_one_or_none()
+
+
+def reporting(conn: Connection, inverters: dict[int, str], now: datetime) -> list[Reporting]:
+    """Each inverter's newest report, and its newest report with power in the last two days."""
+    if not inverters:
+        return []
+    ids = list(inverters)
+    newest = dict(
+        conn.execute(
+            select(INVERTERS.c.series_id, func.max(INVERTERS.c.reported_at))
+            .where(INVERTERS.c.series_id.in_(ids))
+            .group_by(INVERTERS.c.series_id)
+        ).all()
+    )
+    producing = dict(
+        conn.execute(
+            select(INVERTERS.c.series_id, func.max(INVERTERS.c.reported_at))
+            .where(
+                INVERTERS.c.series_id.in_(ids),
+                INVERTERS.c.reported_at >= now - PRODUCING_LOOKBACK,
+                INVERTERS.c.watts > 0,
+            )
+            .group_by(INVERTERS.c.series_id)
+        ).all()
+    )
+    # max() keeps the column's type, so both backends give aware UTC datetimes.
+    return [
+        Reporting(inverters[sid], newest[sid], producing.get(sid))
+        for sid in ids
+        if newest.get(sid) is not None
+    ]
+
+
+def day_windows(
+    conn: Connection,
+    gateway_id: int,
+    production: int | None,
+    inverters: dict[int, str],
+    windows: Sequence[Day],
+    contiguous: bool,
+) -> list[DayEnergy]:
+    """Production and each inverter's energy in each window, from the same counters `report` reads.
+
+    `contiguous`: the windows are whole days one after the other, read in one go; else each on its own.
+    """
+    if not windows:
+        return []
+    if not contiguous:
+        return [
+            day_windows(conn, gateway_id, production, inverters, [Day(0, w.day, w.start, w.end)], True)[0]
+            for w in windows
+        ]
+    days = [Day(n, w.day, w.start, w.end) for n, w in enumerate(windows)]
+    coverage = day_coverage(conn, gateway_id, days)
+    site = {}
+    if production is not None:
+        site = day_energies(conn, METER_ROWS, {production: SITE_MEASURES["production"]}, days, coverage)
+    made = {}
+    if inverters:
+        made = day_energies(
+            conn, INVERTER_ROWS, {sid: (INVERTER_MEASURE,) for sid in inverters}, days, coverage
+        )
+    result = []
+    for day in days:
+        covered = coverage[day.index].share >= COVERED
+        site_wh = site.get((production, "production", day.index)) if production is not None else None
+        wh = site_wh.wh if site_wh is not None and covered else math.nan
+        per_inverter = {
+            serial: energy.wh
+            for sid, serial in inverters.items()
+            if covered
+            and (energy := made.get((sid, INVERTER_MEASURE.name, day.index))) is not None
+            and not math.isnan(energy.wh)
+        }
+        result.append(DayEnergy(day.day, None if math.isnan(wh) else wh, per_inverter))
+    return result

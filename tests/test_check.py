@@ -1,0 +1,180 @@
+"""`envoylog check`, the owner's watchdog: each problem on a simulated history, and silence when all is well.
+
+Two kinds of history: the simulated gateway collected over real HTTPS as cron does (a stopped logger, a token
+that cannot be renewed, a session storm, a firmware update, a drifting clock), and weeks of the simulator's
+history stored by the demo filler with faults in the site's physics (an inverter silenced at noon, one derated
+by 20 %, a string of five dropped). Every test runs on SQLite and, when configured, PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Site
+from typer.testing import CliRunner
+
+from envoylog.check.watch import CheckResult, check_all
+from envoylog.cli import app
+from envoylog.config import CheckSettings, Settings, load_settings
+from envoylog.db.migrate import open_database
+from envoylog.errors import EXIT_CODES, ConfigError
+from envoylog.simulator import EndpointFault, Quirks
+
+runner = CliRunner()
+YEAR_TOKEN_TEN_DAYS_LEFT = timedelta(days=355)  # the simulated cloud's owner tokens last a year
+
+
+def check(settings: Settings, now: datetime, *, remember: bool = True) -> CheckResult:
+    engine = open_database(settings.db_url, create=False)
+    try:
+        return check_all(engine, settings, now, remember=remember)
+    finally:
+        engine.dispose()
+
+
+def kinds(result: CheckResult) -> list[str]:
+    return sorted(p.finding.kind for p in result.problems)
+
+
+# --- the simulated gateway, collected as cron does ---
+
+
+def test_a_healthy_gateway_just_collected_gives_no_problem(site: Site) -> None:
+    assert site.collect().error is None
+    result = check(site.settings(), site.sim.clock.now())
+    assert result.problems == [] and result.said == []
+
+
+def test_a_logger_that_stopped_is_said_once_then_cleared_when_it_collects_again(site: Site) -> None:
+    settings = site.settings()
+    assert site.collect().error is None
+    last = site.sim.clock.now()
+    later = last + timedelta(hours=2)
+    first = check(settings, later)
+    (line,) = first.said
+    assert line.startswith(f"home ({site.sim.serial}): nothing collected for 2.0 h: no collect has run since ")
+    assert "is cron running `envoylog collect`?" in line
+    assert check(settings, later + timedelta(minutes=5)).said == []  # said today already
+    assert kinds(check(settings, later + timedelta(minutes=5))) == ["stale"]  # but still open
+    assert check(settings, later + timedelta(hours=25)).said[0].startswith("home (")  # a day later, again
+    site.sim.clock.set(later + timedelta(hours=25))
+    assert site.collect().error is None
+    cleared = check(settings, site.sim.clock.now())
+    assert cleared.problems == []
+    assert cleared.said == [f"cleared: {line.replace('2.0 h', '27.0 h')}"]
+
+
+def test_a_gateway_that_fails_every_run_is_stale_with_the_last_error(site: Site) -> None:
+    settings = site.settings()
+    assert site.collect().error is None
+    site.sim.clock.advance(timedelta(minutes=30))
+    site.sim.set_faults(endpoints={"/info": EndpointFault(status=500)})
+    for _ in range(3):
+        site.sim.clock.advance(timedelta(minutes=15))
+        site.collect()
+    (line,) = check(settings, site.sim.clock.now()).said
+    assert "no successful read since" in line and "collect runs, the last failed: " in line
+    assert "HTTP 500" in line
+
+
+def test_a_token_with_ten_days_left_and_the_cloud_down_is_said_and_clears_once_renewed(site: Site) -> None:
+    settings = site.settings()
+    assert site.collect().error is None
+    site.sim.clock.advance(YEAR_TOKEN_TEN_DAYS_LEFT)
+    site.sim.set_faults(cloud_down=True)
+    run = site.collect()
+    assert run.outcome == "ok"  # the old token still reads the gateway
+    result = check(settings, site.sim.clock.now())
+    (line,) = result.said
+    assert line.startswith(f"home ({site.sim.serial}): its token expires in 10.0 days (")
+    assert "and could not be renewed: no token from the Enphase cloud: enlighten route: " in line
+    assert site.sim.password not in line
+    site.sim.clear_faults()
+    site.sim.clock.advance(timedelta(hours=2))  # past the back-off's hour: the next run renews
+    assert site.collect().error is None
+    assert check(settings, site.sim.clock.now()).said == [f"cleared: {line}"]
+
+
+def test_a_pasted_token_near_its_end_without_a_login_is_said(site: Site) -> None:
+    assert site.collect().error is None
+    site.sim.clock.advance(YEAR_TOKEN_TEN_DAYS_LEFT)
+    no_login = site.settings(username=None, password=None)
+    result = check(no_login, site.sim.clock.now(), remember=False)
+    (line,) = [p.line for p in result.problems if p.finding.kind == "token"]
+    assert "its token expires in 10.0 days" in line and "no Enphase login is configured" in line
+
+
+def test_a_session_storm_is_said(site: Site) -> None:
+    settings = site.settings()
+    for _ in range(8):  # the gateway forgets every session: each run opens a new one
+        site.sim.expire_sessions()
+        site.sim.clock.advance(timedelta(minutes=1))
+        assert site.collect().error is None
+    (line,) = check(settings, site.sim.clock.now()).said
+    assert "8 gateway sessions opened in the last hour (more than 6)" in line
+    site.sim.clock.advance(timedelta(minutes=61))
+    assert site.collect().error is None  # the stored session works: no new one
+    assert check(settings, site.sim.clock.now()).said == [f"cleared: {line}"]
+
+
+def test_a_firmware_update_is_said_once(site: Site) -> None:
+    settings = site.settings()
+    assert site.collect().error is None
+    site.sim.set_faults(quirks=Quirks(firmware="8.3.5000"))
+    site.sim.clock.advance(timedelta(minutes=1))
+    assert site.collect().error is None
+    (line,) = check(settings, site.sim.clock.now()).said
+    assert f"firmware changed from {site.sim.profile.firmware} to 8.3.5000 at " in line
+    site.sim.clock.advance(timedelta(days=2))
+    assert site.collect().error is None
+    later = check(settings, site.sim.clock.now())
+    assert later.said == [] and later.problems == []  # news, told once: not a problem that stays open
+
+
+def test_a_gateway_clock_ten_minutes_ahead_is_said(site: Site) -> None:
+    behind = site.sim.clock.now() - timedelta(minutes=10)
+    assert site.collect(clock=lambda: behind).error is None  # this machine's clock is 10 min behind
+    (line,) = check(site.settings(), site.sim.clock.now()).said
+    assert "its clock is 10 min ahead of this machine's" in line
+
+
+def test_the_command_is_silent_when_well_and_exits_7_with_a_line_per_problem(
+    site: Site, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in site.sim.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ENVOYLOG_DB", site.db_url)
+    assert runner.invoke(app, ["collect"]).exit_code == 0
+    healthy = runner.invoke(app, ["check"])
+    assert (healthy.exit_code, healthy.output) == (0, "")
+    # The gateway's clock jumps 10 minutes: the collect trusts it, and check says so.
+    site.sim.clock.advance(timedelta(minutes=10))
+    assert runner.invoke(app, ["collect"]).exit_code == 0
+    said = runner.invoke(app, ["check"])
+    assert said.exit_code == 7 and said.output.count("\n") == 1 and "its clock is 10 min ahead" in said.output
+    again = runner.invoke(app, ["check"])
+    assert (again.exit_code, again.output) == (7, "")  # open, said already today
+    everything = runner.invoke(app, ["check", "--all"])
+    assert everything.exit_code == 7 and everything.output == said.output
+    document = json.loads(runner.invoke(app, ["check", "--format", "json"]).output)
+    (problem,) = document["problems"]
+    assert problem["kind"] == "clock" and problem["serial"] == site.sim.serial and problem["gateway"] == "default"
+    assert "7" in runner.invoke(app, ["--help"]).output and 7 in EXIT_CODES
+
+
+def test_check_thresholds_come_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[check]\nstale_minutes = 30\nlagging_share = 0.7\n", encoding="utf-8")
+    settings = load_settings(config=config, environ={})
+    assert settings.check == dataclasses.replace(CheckSettings(), stale_minutes=30, lagging_share=0.7)
+    config.write_text("[check]\nlagging_share = 70\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[check\] lagging_share must be a share between 0 and 1"):
+        load_settings(config=config, environ={})
+    config.write_text("[check]\nstale_mins = 30\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="stale_mins"):
+        load_settings(config=config, environ={})
