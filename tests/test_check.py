@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Site
@@ -22,11 +23,16 @@ from envoylog.check.watch import CheckResult, check_all
 from envoylog.cli import app
 from envoylog.config import CheckSettings, Settings, load_settings
 from envoylog.db.migrate import open_database
+from envoylog.demo.filler import fill_history
 from envoylog.errors import EXIT_CODES, ConfigError
 from envoylog.simulator import EndpointFault, Quirks
+from envoylog.simulator.plant import inverter_serials
+from envoylog.simulator.profiles import InverterFault, get_profile
+from envoylog.times import local_midnight
 
 runner = CliRunner()
-YEAR_TOKEN_TEN_DAYS_LEFT = timedelta(days=355)  # the simulated cloud's owner tokens last a year
+YEAR_TOKEN_TEN_DAYS_LEFT = timedelta(days=355)
+DERATED = 7  # an inverter whose panels make about the array's median  # the simulated cloud's owner tokens last a year
 
 
 def check(settings: Settings, now: datetime, *, remember: bool = True) -> CheckResult:
@@ -57,7 +63,7 @@ def test_a_logger_that_stopped_is_said_once_then_cleared_when_it_collects_again(
     later = last + timedelta(hours=2)
     first = check(settings, later)
     (line,) = first.said
-    assert line.startswith(f"home ({site.sim.serial}): nothing collected for 2.0 h: no collect has run since ")
+    assert line.startswith(f"home ({site.sim.serial}): nothing collected for 2.0 h: no collect has run since")
     assert "is cron running `envoylog collect`?" in line
     assert check(settings, later + timedelta(minutes=5)).said == []  # said today already
     assert kinds(check(settings, later + timedelta(minutes=5))) == ["stale"]  # but still open
@@ -163,7 +169,7 @@ def test_the_command_is_silent_when_well_and_exits_7_with_a_line_per_problem(
     assert everything.exit_code == 7 and everything.output == said.output
     document = json.loads(runner.invoke(app, ["check", "--format", "json"]).output)
     (problem,) = document["problems"]
-    assert problem["kind"] == "clock" and problem["serial"] == site.sim.serial and problem["gateway"] == "default"
+    assert (problem["kind"], problem["serial"], problem["gateway"]) == ("clock", site.sim.serial, "default")
     assert "7" in runner.invoke(app, ["--help"]).output and 7 in EXIT_CODES
 
 
@@ -178,3 +184,83 @@ def test_check_thresholds_come_from_the_config_file(tmp_path: Path) -> None:
     config.write_text("[check]\nstale_mins = 30\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="stale_mins"):
         load_settings(config=config, environ={})
+
+
+# --- weeks of the simulator's history, with faults in the site's physics ---
+
+LAST_DAY = date(2026, 6, 20)  # a summer history: long days, the sun high
+PROFILE = get_profile("standard")  # twelve micro-inverters, production from their reports
+HOME = "demo"  # the filler's gateway name
+
+
+@pytest.fixture
+def history(db_url: str) -> Iterator[Callable[..., tuple[Settings, datetime]]]:
+    """Fill three weeks ending LAST_DAY with the given inverter faults; the check runs half past midnight."""
+
+    def fill(*faults: InverterFault) -> tuple[Settings, datetime]:
+        fill_history(
+            db_url, LAST_DAY - timedelta(days=20), LAST_DAY, profile="standard", inverter_faults=faults
+        )
+        settings = Settings(
+            db_url=db_url,
+            timezone=PROFILE.timezone,
+            enlighten_url="https://enlighten.invalid",
+            entrez_url="https://entrez.invalid",
+            gateways=(),
+        )
+        midnight = local_midnight(LAST_DAY + timedelta(days=1), ZoneInfo(PROFILE.timezone))
+        return settings, midnight + timedelta(minutes=30)
+
+    yield fill
+
+
+def local(day: date, hour: int) -> datetime:
+    return datetime.combine(day, time(hour), tzinfo=ZoneInfo(PROFILE.timezone))
+
+
+def serial_of(index: int) -> str:
+    return inverter_serials(PROFILE, 1)[index]
+
+
+def test_a_healthy_history_gives_no_output(history: Callable[..., tuple[Settings, datetime]]) -> None:
+    settings, now = history()
+    assert check(settings, now).problems == []
+    assert check(settings, now - timedelta(hours=12), remember=False).problems == []  # at noon as well
+
+
+def test_an_inverter_silenced_at_noon_is_said_with_since_when(
+    history: Callable[..., tuple[Settings, datetime]],
+) -> None:
+    settings, now = history(InverterFault(3, 0.0, start=local(LAST_DAY, 12)))
+    result = check(settings, now)
+    (line,) = result.said
+    assert line == (
+        f"{HOME} ({PROFILE.serial}): inverter {serial_of(3)} has not reported since {LAST_DAY} 12:00 "
+        f"while 11 others produced until {LAST_DAY} {line.rsplit(' ', 1)[1]}"
+    )
+    assert kinds(result) == ["inverter_silent"]
+    assert check(settings, now + timedelta(hours=1)).said == []  # said today already
+
+
+def test_an_inverter_derated_by_a_fifth_is_said_with_how_much(
+    history: Callable[..., tuple[Settings, datetime]],
+) -> None:
+    settings, now = history(InverterFault(DERATED, 0.8))
+    result = check(settings, now)
+    (line,) = result.said
+    assert f"inverter {serial_of(DERATED)} made " in line
+    share = int(line.split(" made ")[1].split("%")[0])
+    assert 70 <= share < 85  # a fifth below its healthy share of the median
+    assert f"of the array's median on each of the last 3 days ({LAST_DAY - timedelta(days=2)} to {LAST_DAY})" in line
+
+
+def test_a_string_of_five_dropped_is_said_for_each_inverter_and_as_a_production_drop(
+    history: Callable[..., tuple[Settings, datetime]],
+) -> None:
+    settings, now = history(*(InverterFault(i, 0.0, start=local(LAST_DAY, 10)) for i in range(5)))
+    result = check(settings, now)
+    assert kinds(result) == ["inverter_silent"] * 5 + ["production_drop"]
+    (drop,) = [line for line in result.said if "production" in line]
+    assert f"production on {LAST_DAY} was " in drop and "of what comparable days give: the 14 days before" in drop
+    share = int(drop.split(" kWh, ")[1].split("%")[0])
+    assert 50 <= share < 80

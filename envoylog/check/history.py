@@ -37,18 +37,19 @@ class Checked:
 
 
 def gateways_to_check(conn: Connection, settings: Settings) -> list[Checked]:
-    """The configured gateways envoylog has read at least once; with none configured, every stored one."""
-    if not settings.gateways:
-        return [
-            Checked(row.id, row.name, row.serial, row.firmware, row.clock_offset_s, None)
-            for row in gateways.list_gateways(conn)
-        ]
+    """The configured gateways envoylog has read at least once; when the database knows none of them (a
+    demo's database, one copied from another machine), every gateway it holds."""
     found = []
     for gateway in settings.gateways:
         row = gateways.configured_gateway(conn, name=gateway.name, serial=gateway.serial)
         if row is not None:
             found.append(Checked(row.id, gateway.name, row.serial, row.firmware, row.clock_offset_s, gateway))
-    return found
+    if found:
+        return found
+    return [
+        Checked(row.id, row.name, row.serial, row.firmware, row.clock_offset_s, None)
+        for row in gateways.list_gateways(conn)
+    ]
 
 
 def inverter_series(conn: Connection, gateway_id: int) -> dict[int, str]:
