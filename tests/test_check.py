@@ -31,8 +31,8 @@ from envoylog.simulator.profiles import InverterFault, get_profile
 from envoylog.times import local_midnight
 
 runner = CliRunner()
-YEAR_TOKEN_TEN_DAYS_LEFT = timedelta(days=355)
-DERATED = 7  # an inverter whose panels make about the array's median  # the simulated cloud's owner tokens last a year
+YEAR_TOKEN_TEN_DAYS_LEFT = timedelta(days=355)  # the simulated cloud's owner tokens last a year
+DERATED = 7  # an inverter whose panels make about the array's median
 
 
 def check(settings: Settings, now: datetime, *, remember: bool = True) -> CheckResult:
@@ -218,6 +218,10 @@ def local(day: date, hour: int) -> datetime:
     return datetime.combine(day, time(hour), tzinfo=ZoneInfo(PROFILE.timezone))
 
 
+def local_at(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(PROFILE.timezone))
+
+
 def serial_of(index: int) -> str:
     return inverter_serials(PROFILE, 1)[index]
 
@@ -234,12 +238,17 @@ def test_an_inverter_silenced_at_noon_is_said_with_since_when(
     settings, now = history(InverterFault(3, 0.0, start=local(LAST_DAY, 12)))
     result = check(settings, now)
     (line,) = result.said
+    # Its last report is the last of its five-minute reports before noon.
+    since = line.split(" has not reported since ")[1].split(" while ")[0]
+    assert local(LAST_DAY, 11) + timedelta(minutes=55) <= local_at(since) < local(LAST_DAY, 12)
     assert line == (
-        f"{HOME} ({PROFILE.serial}): inverter {serial_of(3)} has not reported since {LAST_DAY} 12:00 "
+        f"{HOME} ({PROFILE.serial}): inverter {serial_of(3)} has not reported since {since} "
         f"while 11 others produced until {LAST_DAY} {line.rsplit(' ', 1)[1]}"
     )
+    until = line.split(" produced until ")[1]
+    assert local_at(until) > local(LAST_DAY, 20)  # the others reported until the summer's dusk
     assert kinds(result) == ["inverter_silent"]
-    assert check(settings, now + timedelta(hours=1)).said == []  # said today already
+    assert check(settings, now + timedelta(minutes=15)).said == []  # said today already
 
 
 def test_an_inverter_derated_by_a_fifth_is_said_with_how_much(
@@ -251,7 +260,8 @@ def test_an_inverter_derated_by_a_fifth_is_said_with_how_much(
     assert f"inverter {serial_of(DERATED)} made " in line
     share = int(line.split(" made ")[1].split("%")[0])
     assert 70 <= share < 85  # a fifth below its healthy share of the median
-    assert f"of the array's median on each of the last 3 days ({LAST_DAY - timedelta(days=2)} to {LAST_DAY})" in line
+    days = f"({LAST_DAY - timedelta(days=2)} to {LAST_DAY})"
+    assert f"of the array's median on each of the last 3 days {days}" in line
 
 
 def test_a_string_of_five_dropped_is_said_for_each_inverter_and_as_a_production_drop(
@@ -260,7 +270,9 @@ def test_a_string_of_five_dropped_is_said_for_each_inverter_and_as_a_production_
     settings, now = history(*(InverterFault(i, 0.0, start=local(LAST_DAY, 10)) for i in range(5)))
     result = check(settings, now)
     assert kinds(result) == ["inverter_silent"] * 5 + ["production_drop"]
+    assert all("while 7 others produced until" in line for line in result.said if "has not reported" in line)
     (drop,) = [line for line in result.said if "production" in line]
-    assert f"production on {LAST_DAY} was " in drop and "of what comparable days give: the 14 days before" in drop
+    assert f"production on {LAST_DAY} was " in drop
+    assert "of what comparable days give: the 14 days before" in drop
     share = int(drop.split(" kWh, ")[1].split("%")[0])
     assert 50 <= share < 80

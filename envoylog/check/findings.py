@@ -90,7 +90,7 @@ def silent_inverters(reporting: Sequence[Reporting], settings: CheckSettings, zo
             continue  # night, or the only one: nothing to compare with
         latest = max(others)
         if latest - inverter.newest > limit:
-            count = len([r for r in reporting if r is not inverter and r.newest_producing])
+            count = len([at for at in others if at - inverter.newest > limit])
             found.append(
                 Finding(
                     "inverter_silent",
