@@ -16,15 +16,19 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
+from envoylog.cli import app
 from envoylog.demo.filler import fill_history
 from envoylog.errors import ConfigError
 from envoylog.reports import daily_report, inverter_report
 from envoylog.simulator import Simulator
+from envoylog.simulator.cli_support import profile_with_faults
 from envoylog.simulator.endpoints import GatewayModel
 from envoylog.simulator.plant import plant_of
 from envoylog.simulator.profiles import InverterFault, get_profile
 
+runner = CliRunner()
 ZONE = ZoneInfo("Europe/Amsterdam")  # the profiles' zone
 FIRST, LAST = date(2025, 6, 19), date(2025, 6, 21)
 LAST_START = datetime(2025, 6, 21, tzinfo=ZONE)
@@ -249,3 +253,37 @@ def test_sites_with_other_faults_do_not_share_their_physics() -> None:
     (report, *_) = model.reports(model.moment((first + timedelta(days=30, hours=12)).timestamp()))
     assert report.reported_at is None and report.lifetime_wh == 0.0
     assert model.inverter_wh(model.inverter_serials()[0], first, first + timedelta(days=30)) == 0.0
+
+
+# --- envoylog simulate --fault inverter:... -------------------------------------------------------------
+
+
+def test_inverter_faults_from_the_command_line() -> None:
+    profile = profile_with_faults("metered", ["inverter:3=0.8", "inverter:7=dead@2026-11-29T12:00"])
+    assert profile.inverter_faults == (
+        InverterFault(3, 0.8),
+        InverterFault(7, 0.0, datetime(2026, 11, 29, 12, tzinfo=ZONE)),  # the site's local time
+    )
+    (fault,) = profile_with_faults("standard", ["inverter:0=0.5@2026-11-29T12:00:00+00:00"]).inverter_faults
+    assert fault.start == datetime(2026, 11, 29, 12, tzinfo=UTC)
+    assert profile_with_faults("standard", []) is get_profile("standard")
+
+
+def test_simulate_refuses_bad_inverter_faults(isolated_env: Any) -> None:
+    cases = [
+        (["--fault", "inverter:12=dead"], "no inverter 12: the standard site has 12"),
+        (
+            ["--fault", "inverter:x=dead"],
+            "bad fault 'inverter:x=dead': give inverter:N=FACTOR or inverter:N=dead",
+        ),
+        (["--fault", "inverter:3=half"], "bad fault 'inverter:3=half'"),
+        (["--fault", "inverter:3=1.5"], "between 0 and 1"),
+        (["--fault", "inverter:3=dead@noon"], "the time after '@' must be ISO 8601"),
+        (["--fault", "inverter:1=dead", "--fault", "inverter:1=0.5"], "at most one fault per inverter"),
+        (["--fault", "inverter:3=dead", "--gateways", "2"], "inverter faults need one simulated site"),
+    ]
+    for options, message in cases:
+        result = runner.invoke(app, ["simulate", "--port", "0", "--profile", "standard", *options])
+        assert result.exit_code == 2, options
+        assert message in result.stderr, (options, result.stderr)
+        assert "Traceback" not in result.output
