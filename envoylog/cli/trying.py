@@ -132,7 +132,8 @@ def simulate(
             help=(
                 "Start with a fault: mfa, wrong-password, cloud-down, late-reset, counter-wrap, booting, "
                 "PATH=STATUS|malformed|hang:SECONDS, or cloud:PATH=STATUS|html|malformed|hang:SECONDS for a "
-                "cloud path (/login/login.json, /tokens, /login, /entrez_tokens). Repeatable."
+                "cloud path (/login/login.json, /tokens, /login, /entrez_tokens), or "
+                "inverter:N=FACTOR|dead[@TIME] for inverter N (from 0) of the site. Repeatable."
             ),
         ),
     ] = None,

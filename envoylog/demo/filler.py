@@ -9,7 +9,7 @@ Every minute gets a successful run in the run log, as a cron collector's would.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -35,7 +35,7 @@ from envoylog.readings.model import GatewayInfo
 from envoylog.simulator import bulk
 from envoylog.simulator import payloads as pl
 from envoylog.simulator.endpoints import GatewayModel
-from envoylog.simulator.profiles import Profile, get_profile
+from envoylog.simulator.profiles import InverterFault, Profile, get_profile
 from envoylog.simulator.site import ReportHistory
 from envoylog.times import local_midnight
 
@@ -115,15 +115,23 @@ def fill_history(
     gateway: str = "demo",
     seed: int = 1,
     echo: Callable[[str], None] | None = None,
+    inverter_faults: Sequence[InverterFault] = (),
 ) -> HistorySummary:
     """Store what a collector polling the simulated `profile` every minute would store on these days.
 
     `serial` stores the simulated gateway under another serial than the profile's (the demo has its own).
+    `inverter_faults` break or derate inverters of the site: its whole history (CTs, inverters, grid,
+    batteries) shows them.
     """
     began = time.monotonic()
     site = _profile(profile)
     if serial is not None:
         site = replace(site, serial=serial)
+    if inverter_faults:
+        try:
+            site = replace(site, inverter_faults=tuple(inverter_faults))
+        except ValueError as exc:
+            raise ConfigError(f"bad inverter fault: {exc}") from None
     model = GatewayModel(site, seed=seed)
     zone = ZoneInfo(site.timezone)
     installed = site.installed_at.astimezone(zone).date()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import shlex
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,17 +14,26 @@ import platformdirs
 from envoylog.errors import ConfigError
 from envoylog.simulator.captured import CapturedModel
 from envoylog.simulator.endpoints import GatewayModel
-from envoylog.simulator.faults import Faults, apply_fault_spec
+from envoylog.simulator.faults import INVERTER_FAULT, Faults, apply_fault_spec, parse_inverter_fault
 from envoylog.simulator.fleet import ConfigGateway, Fleet, config_toml, write_private_text
 from envoylog.simulator.gateway import SiteModel
 from envoylog.simulator.latency import Latency
-from envoylog.simulator.profiles import get_profile
+from envoylog.simulator.profiles import Profile, get_profile
 from envoylog.simulator.server import Simulator, run_until_stopped
 
 
 def default_state_dir(profile: str) -> Path:
     """Where `envoylog simulate` keeps a profile's keys, certificates and clock between runs."""
     return Path(platformdirs.user_data_dir("envoylog")) / "simulator" / profile
+
+
+def profile_with_faults(name: str, specs: list[str]) -> Profile:
+    """The profile `name` with the inverter faults of `specs` (inverter:N=...); ValueError if one is bad."""
+    profile = get_profile(name)
+    if not specs:
+        return profile
+    faults = tuple(parse_inverter_fault(spec, profile.timezone) for spec in specs)
+    return replace(profile, inverter_faults=faults)
 
 
 def serve_simulator(
@@ -60,11 +70,16 @@ def serve_simulator(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     initial = Faults()
+    inverter_specs = [spec for spec in faults if spec.startswith(INVERTER_FAULT)]
     for spec in faults:
+        if spec in inverter_specs:
+            continue  # faults of the site's physics go into its profile below
         try:
             apply_fault_spec(initial, spec, start or datetime.now(UTC))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if inverter_specs and (capture is not None or gateways > 1 or accounts > 1):
+        raise ConfigError("inverter faults need one simulated site: not with --capture or --gateways")
     if gateways > 1 or accounts > 1:
         if capture is not None:
             raise ConfigError("--capture replays one gateway: it cannot be combined with --gateways")
@@ -92,7 +107,7 @@ def serve_simulator(
             start = start or captured.captured_at
             model, state_name = captured, f"capture-{captured.profile.name}"
         else:
-            model, state_name = GatewayModel(get_profile(profile), seed=seed), profile
+            model, state_name = GatewayModel(profile_with_faults(profile, inverter_specs), seed=seed), profile
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if cloud_port is None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from envoylog.simulator.profiles import InverterFault
 
 
 @dataclass
@@ -135,3 +138,32 @@ def _endpoint_fault(spec: str, how: str) -> EndpointFault:
     elif how.isdigit() and 100 <= int(how) <= 599:
         return EndpointFault(status=int(how))
     raise ValueError(f"bad fault {spec!r}: after '=' give an HTTP status, 'malformed' or 'hang:SECONDS'")
+
+
+INVERTER_FAULT = "inverter:"  # how a fault of the site's physics starts on the command line
+
+
+def parse_inverter_fault(spec: str, timezone: str) -> InverterFault:
+    """An inverter fault named on the command line: inverter:N=FACTOR or inverter:N=dead, then optionally
+    @TIME (ISO 8601; without an offset, the site's local time) for when it begins instead of installation."""
+    number, equals, how = spec.removeprefix(INVERTER_FAULT).partition("=")
+    how, at, when = how.partition("@")
+    usage = "give inverter:N=FACTOR or inverter:N=dead, optionally @YYYY-MM-DDTHH:MM"
+    if not equals or not number.isdigit():
+        raise ValueError(f"bad fault {spec!r}: {usage}")
+    try:
+        factor = 0.0 if how == "dead" else float(how)
+    except ValueError:
+        raise ValueError(f"bad fault {spec!r}: {usage}") from None
+    start = None
+    if at:
+        try:
+            start = datetime.fromisoformat(when)
+        except ValueError:
+            raise ValueError(f"bad fault {spec!r}: the time after '@' must be ISO 8601") from None
+        if start.utcoffset() is None:
+            start = start.replace(tzinfo=ZoneInfo(timezone))
+    try:
+        return InverterFault(int(number), factor, start)
+    except ValueError as exc:
+        raise ValueError(f"bad fault {spec!r}: {exc}") from None

@@ -65,10 +65,25 @@ class Inverter:
     created_at: int
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An inverter fault as the physics applies it (see profiles.InverterFault)."""
+
+    index: int  # the inverter, in the gateway's order
+    factor: float  # the share of its healthy output it still delivers
+    start_s: float  # epoch s from which it does: a whole minute, not before installation
+    row: int  # the row of the energy it loses per minute
+
+    @property
+    def dead(self) -> bool:
+        """Whether the inverter stops altogether (no output, no reports)."""
+        return self.factor == 0.0
+
+
 class Rows:
     """Where each quantity lives in a day's (rows x minutes) array of energy per minute."""
 
-    def __init__(self, phases: int) -> None:
+    def __init__(self, phases: int, faults: int = 0) -> None:
         self.phases = phases
         self.basis = slice(0, 3)  # sun on a unit panel: plain, times the sun's eastward component, shaded
         self.pv = 3  # per phase: inverter output
@@ -78,7 +93,8 @@ class Rows:
         self.exp = self.imp + phases  # per phase: grid export
         self.charge = self.exp + phases  # battery charging (AC side)
         self.discharge = self.charge + 1
-        self.count = self.discharge + 1
+        self.loss = self.discharge + 1  # per inverter fault: the energy its inverter does not deliver
+        self.count = self.loss + faults
 
     def phase_rows(self, first: int) -> slice:
         """The per-phase rows starting at `first`."""
@@ -100,7 +116,7 @@ class Plant:
         self.profile = profile
         self.seed = seed
         self.tz = ZoneInfo(profile.timezone)
-        self.rows = Rows(profile.phases)
+        self.rows = Rows(profile.phases, len(profile.inverter_faults))
         # Days start near local solar midnight, so a day's battery cycle and sunlight stay in one block.
         self.shift_s = -round(profile.longitude * 240.0 / 60.0) * 60
         self.installed_s = profile.installed_at.timestamp()
@@ -110,6 +126,16 @@ class Plant:
         for inv in self.inverters:
             self.phase_coef[inv.phase] += inv.coef
         self.coef = np.array([inv.coef for inv in self.inverters], dtype=np.float64).reshape(-1, 3)
+        self.faults = tuple(
+            Fault(
+                index=fault.index,
+                factor=fault.factor,
+                start_s=_fault_start(fault.start, self.installed_s),
+                row=self.rows.loss + k,
+            )
+            for k, fault in enumerate(profile.inverter_faults)
+        )
+        self._dead_wh: dict[int, float] = {}  # per dead inverter: its lifetime Wh when it died
         # Encharge units and AC Batteries charge and discharge together, each in proportion to its capacity.
         self.capacity_wh = float(BATTERY_WH * profile.battery_count + ACB_WH * profile.acb_count)
         self.rate_w = float(BATTERY_W * profile.battery_count + ACB_W * profile.acb_count)
@@ -156,6 +182,43 @@ class Plant:
     def lifetime(self, t: float) -> NDArray[np.float64]:
         """Wh of every row from installation to `t` (zero before installation)."""
         return np.asarray(self.lifetimes(np.array([t]))[0])
+
+    def inverter_lifetimes(
+        self,
+        inverters: NDArray[np.int64],
+        times: NDArray[np.float64],
+        life: NDArray[np.float64],
+        scale: float = 1.0,
+    ) -> NDArray[np.float64]:
+        """Wh each of `inverters` delivered from installation to the matching one of `times`.
+
+        `life` holds the plant's lifetimes at those times (one row each, as `lifetimes` gives them, times
+        `scale` for a ScaledPlant): an inverter's output is its share of the basis curves, less what its
+        fault loses.
+        """
+        out = np.einsum("ij,ij->i", self.coef[inverters], life[:, self.rows.basis])
+        for fault in self.faults:
+            mine = inverters == fault.index
+            if not mine.any():
+                continue
+            out[mine] -= life[mine, fault.row]
+            if fault.dead:
+                # The loss rows are rounded down to whole energy steps, so that a derated inverter's counter
+                # never steps back; a dead one would keep a crumb below one step a minute: it stays put.
+                after = mine & (times >= fault.start_s)
+                if after.any():
+                    out[after] = self._dead_lifetime(fault) * scale
+        return np.asarray(out)
+
+    def _dead_lifetime(self, fault: Fault) -> float:
+        with self._lock:
+            found = self._dead_wh.get(fault.index)
+            if found is None:
+                # No loss before start: its healthy lifetime, worked out as for any other moment.
+                life = self.lifetimes(np.array([fault.start_s]))[:, self.rows.basis]
+                found = float(np.einsum("ij,ij->i", self.coef[[fault.index]], life)[0])
+                self._dead_wh[fault.index] = found
+            return found
 
     def power(self, t: float) -> NDArray[np.float64]:
         """Watts of every row during the minute holding `t`."""
@@ -277,6 +340,13 @@ class Plant:
         for p in range(phases):
             c = self.phase_coef[p]
             pv[p] = c[0] * basis[0] + c[1] * basis[1] + c[2] * basis[2]
+        healthy_pv = pv
+        losses = self._losses(t, basis)
+        if losses:
+            # The faults' losses are taken before the house, the batteries and the grid see the output.
+            pv = pv.copy()
+            for fault, lost_wh in losses:
+                pv[self.inverters[fault.index].phase] -= lost_wh * 60.0
         night = unit <= 0.0
         standby = np.where(night, standby_watts(seed, t) / phases, 0.0)
         load = house_load(seed, t, self._utc_offsets(starts), phases)
@@ -298,7 +368,7 @@ class Plant:
             while len(self._soc_start) < first - self.first_day + n + 1:
                 self._soc_start.append(0.0)
         net = cons + standby[None] - pv
-        values[rows.phase_rows(rows.pv)] = pv
+        values[rows.phase_rows(rows.pv)] = healthy_pv
         values[rows.phase_rows(rows.standby)] = standby[None]
         values[rows.phase_rows(rows.cons)] = cons
         values[rows.phase_rows(rows.imp)] = np.maximum(net, 0.0)
@@ -307,7 +377,27 @@ class Plant:
         # totals, running sums and prefix sums then agree to the last bit, so counters never step back.
         energy = np.round(values * (_QUANTUM / 60.0)) / _QUANTUM
         energy[rows.basis] = basis_wh
+        for fault, lost_wh in losses:
+            # Whole steps taken from whole steps: the production CT misses exactly what the fault loses.
+            # It never turns negative: the phase's output rounds to at least the floor of any share of it.
+            pv_row = rows.pv + self.inverters[fault.index].phase
+            energy[pv_row] = np.maximum(energy[pv_row] - lost_wh, 0.0)
+            energy[fault.row] = lost_wh
         return np.asarray(energy)
+
+    def _losses(self, t: NDArray[np.float64], basis: NDArray[np.float64]) -> list[tuple[Fault, FloatArray]]:
+        """Wh per minute (days x minutes) each fault takes from its inverter, at minutes `t` (their middles).
+
+        Rounded down to whole energy steps: the inverter keeps at least `factor` of every minute's output,
+        so its counter (its basis share less this) never steps back.
+        """
+        out = []
+        for fault in self.faults:
+            c = self.coef[fault.index]
+            watts = np.maximum(c[0] * basis[0] + c[1] * basis[1] + c[2] * basis[2], 0.0)
+            lost = np.where(t - 30.0 >= fault.start_s, (1.0 - fault.factor) * watts, 0.0)
+            out.append((fault, np.floor(lost * (_QUANTUM / 60.0)) / _QUANTUM))
+        return out
 
     def _battery_day(self, deficit: FloatArray, soc: float) -> tuple[FloatArray, FloatArray, float]:
         """Charge from the day's surplus, discharge to cover the house before and after it."""
@@ -375,10 +465,15 @@ class Flows(Protocol):
     def coef(self) -> NDArray[np.float64]: ...
     @property
     def capacity_wh(self) -> float: ...
+    @property
+    def faults(self) -> tuple[Fault, ...]: ...
 
     def lifetimes(self, times: NDArray[np.float64]) -> NDArray[np.float64]: ...
     def lifetime(self, t: float) -> NDArray[np.float64]: ...
     def power(self, t: float) -> NDArray[np.float64]: ...
+    def inverter_lifetimes(
+        self, inverters: NDArray[np.int64], times: NDArray[np.float64], life: NDArray[np.float64]
+    ) -> NDArray[np.float64]: ...
     def battery_wh(self, t: float) -> float: ...
     def battery_whs(self, times: NDArray[np.float64]) -> NDArray[np.float64]: ...
     def last_lit_end(self, t: float) -> float | None: ...
@@ -404,6 +499,7 @@ class ScaledPlant:
         self.installed_s = plant.installed_s
         self.coef = plant.coef
         self.capacity_wh = plant.capacity_wh
+        self.faults = plant.faults
         self.inverters = [
             dataclasses.replace(inverter, serial=serial)
             for inverter, serial in zip(plant.inverters, serials, strict=True)
@@ -420,6 +516,12 @@ class ScaledPlant:
     def power(self, t: float) -> NDArray[np.float64]:
         """Watts of every row during the minute holding `t`."""
         return self.plant.power(t) * self.scale
+
+    def inverter_lifetimes(
+        self, inverters: NDArray[np.int64], times: NDArray[np.float64], life: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """Wh each of `inverters` delivered from installation to the matching one of `times` (see Plant)."""
+        return self.plant.inverter_lifetimes(inverters, times, life, self.scale)
 
     def battery_wh(self, t: float) -> float:
         """Energy stored in the batteries at `t`."""
@@ -480,8 +582,18 @@ def _make_inverters(profile: Profile, seed: int) -> list[Inverter]:
     return inverters
 
 
+def _fault_start(start: datetime | None, installed_s: float) -> float:
+    """When a fault takes effect: the next whole minute, never before installation."""
+    if start is None:
+        return installed_s
+    return max(math.ceil(start.timestamp() / 60.0) * 60.0, installed_s)
+
+
 def plant_of(profile: Profile, seed: int) -> Plant:
-    """The plant of this site: sites that differ only in firmware, serial or CTs share its integrals."""
+    """The plant of this site: sites that differ only in firmware, serial or CTs share its integrals.
+
+    The inverter faults stay in the key: they change the physics, so sites with other faults get their own.
+    """
     site = dataclasses.replace(
         profile,
         name="",

@@ -10,6 +10,34 @@ ApiV1Mode = Literal["live", "stalled", "zeros"]
 
 
 @dataclass(frozen=True)
+class InverterFault:
+    """One inverter delivering `factor` of its healthy output from `start` on (None: since installation).
+
+    `index` counts the inverters in the gateway's order from 0. A factor of 0.0 is a dead inverter: it
+    produces nothing and sends no report from `start` on, so its latest report stays the last one before.
+    Any other factor is a derated inverter that goes on reporting, with that share of the energy. A `start`
+    within a minute takes effect at the next whole minute (the physics' power is constant per minute).
+    """
+
+    index: int
+    factor: float
+    start: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise ValueError(f"an inverter fault needs an inverter number from 0, not {self.index!r}")
+        if not 0.0 <= self.factor <= 1.0:  # also refuses NaN
+            raise ValueError(f"an inverter fault's factor must be between 0 and 1, not {self.factor!r}")
+        if self.start is not None and self.start.utcoffset() is None:
+            raise ValueError("an inverter fault's start must be an aware datetime")
+
+    @property
+    def dead(self) -> bool:
+        """Whether the inverter stops altogether (no output, no reports)."""
+        return self.factor == 0.0
+
+
+@dataclass(frozen=True)
 class Profile:
     """One kind of installation the simulator can pretend to be."""
 
@@ -41,11 +69,22 @@ class Profile:
     boot_zero_s: int = 0  # firmware 3.x: for this long after a boot (a simulator start) production reads 0
     html_pages: frozenset[str] = frozenset()  # endpoints answered with an HTML page instead of JSON
     html_only: bool = False  # firmware before 3.9: every page but /info is HTML
+    # Inverters that broke or lost output (at most one fault per inverter); the physics honours them all.
+    inverter_faults: tuple[InverterFault, ...] = ()
 
     def __post_init__(self) -> None:
         if self.api_v1_production not in ("live", "stalled", "zeros"):
             mode = self.api_v1_production
             raise ValueError(f"api_v1_production must be live, stalled or zeros, not {mode!r}")
+        # A tuple whatever was given: profiles are hashed (plant_of caches the physics by profile).
+        object.__setattr__(self, "inverter_faults", tuple(self.inverter_faults))
+        indexes = [fault.index for fault in self.inverter_faults]
+        for index in indexes:
+            if index >= self.inverter_count:
+                count = self.inverter_count
+                raise ValueError(f"no inverter {index}: the {self.name} site has {count} (numbered from 0)")
+        if len(set(indexes)) < len(indexes):
+            raise ValueError("at most one fault per inverter")
 
     @property
     def needs_token(self) -> bool:

@@ -72,7 +72,10 @@ class Moment:
 
     def inverter_lifetime_wh(self, inverter: Inverter, when: float) -> float:
         """Wh one inverter produced from installation to `when`."""
-        return float(np.dot(inverter.coef, self.lifetime(when)[self.site.rows.basis]))
+        site = self.site
+        if not site.plant.faults:
+            return float(np.dot(inverter.coef, self.lifetime(when)[site.rows.basis]))
+        return site.inverter_lifetime_wh(site.inverter_number(inverter.serial), when, self.lifetime(when))
 
     def midnight(self, days_back: int) -> float:
         """Epoch second of local midnight `days_back` days before the day of `t`."""
@@ -95,6 +98,12 @@ class Site:
         self.rows = self.plant.rows
         self.inverters = self.plant.inverters
         self._offsets = np.array([inv.offset_s for inv in self.inverters], dtype=np.float64)
+        self._numbers = {inv.serial: i for i, inv in enumerate(self.inverters)}
+        # A dead inverter reports as if time stopped just before its fault (reports fall on whole seconds).
+        self._report_until = np.full(len(self.inverters), np.inf)
+        for fault in self.plant.faults:
+            if fault.dead:
+                self._report_until[fault.index] = fault.start_s - 0.5
 
     def moment(self, t: float) -> Moment:
         """A look at the site at epoch second `t`."""
@@ -122,22 +131,51 @@ class Site:
         return float(self._delta(start, end)[self.rows.phase_rows(self.rows.exp)].sum())
 
     def inverter_wh(self, serial: str, start: datetime, end: datetime) -> float:
-        """Energy one inverter produced between `start` and `end`."""
-        for inv in self.inverters:
-            if inv.serial == serial:
-                return float(np.dot(inv.coef, self._delta(start, end)[self.rows.basis]))
-        raise KeyError(f"no inverter with serial {serial!r}")
+        """Energy one inverter produced between `start` and `end` (less what a fault took)."""
+        number = self.inverter_number(serial)
+        if not self.plant.faults:
+            inv = self.inverters[number]
+            return float(np.dot(inv.coef, self._delta(start, end)[self.rows.basis]))
+        after = self.inverter_lifetime_wh(number, end.timestamp())
+        return after - self.inverter_lifetime_wh(number, start.timestamp())
+
+    def inverter_loss_wh(self, serial: str, start: datetime, end: datetime) -> float:
+        """Energy one inverter's fault kept it from producing between `start` and `end` (0 without one).
+
+        What the production CT misses against the healthy site, to the last energy step.
+        """
+        number = self.inverter_number(serial)
+        for fault in self.plant.faults:
+            if fault.index == number:
+                return float(self._delta(start, end)[fault.row])
+        return 0.0
 
     def inverter_serials(self) -> list[str]:
         """The inverters' serial numbers, in the gateway's order."""
         return [inv.serial for inv in self.inverters]
+
+    def inverter_number(self, serial: str) -> int:
+        """The inverter's place in the gateway's order (what InverterFault.index counts); KeyError if none."""
+        try:
+            return self._numbers[serial]
+        except KeyError:
+            raise KeyError(f"no inverter with serial {serial!r}") from None
+
+    def inverter_lifetime_wh(
+        self, number: int, when: float, life: NDArray[np.float64] | None = None
+    ) -> float:
+        """Wh inverter `number` produced from installation to `when` (`life`: the plant's lifetimes then)."""
+        if life is None:
+            life = self.plant.lifetime(when)
+        one = np.array([number], dtype=np.int64)
+        return float(self.plant.inverter_lifetimes(one, np.array([when]), life[None, :])[0])
 
     # --- inverters -------------------------------------------------------------------------------------
 
     def reports(self, m: Moment) -> list[Report]:
         """Each inverter's latest report at `m.t`: staggered intervals, and silence after dark."""
         plant, interval, offsets = self.plant, float(self.profile.report_interval_s), self._offsets
-        ends = np.floor((m.t - offsets) / interval) * interval + offsets
+        ends = np.floor((np.minimum(m.t, self._report_until) - offsets) / interval) * interval + offsets
         sunlit = plant.lifetimes(ends)[:, 0] - plant.lifetimes(ends - interval)[:, 0] > 0.0
         reported = ends.copy()
         known = np.ones(len(ends), dtype=bool)
@@ -149,9 +187,9 @@ class Site:
             else:
                 reported[i] = math.ceil((lit_end + interval - offsets[i]) / interval) * interval + offsets[i]
         known &= reported > plant.installed_s
-        coef = plant.coef
-        lifetime = np.einsum("ij,ij->i", coef, plant.lifetimes(reported)[:, self.rows.basis])
-        before = np.einsum("ij,ij->i", coef, plant.lifetimes(reported - interval)[:, self.rows.basis])
+        every = np.arange(len(self.inverters), dtype=np.int64)
+        lifetime = plant.inverter_lifetimes(every, reported, plant.lifetimes(reported))
+        before = plant.inverter_lifetimes(every, reported - interval, plant.lifetimes(reported - interval))
         return [
             Report(inv, float(reported[i]), float(lifetime[i] - before[i]), float(lifetime[i]))
             if known[i]
@@ -176,12 +214,12 @@ class Site:
         sent = lit[:, 1:] | lit[:, :-1]
         at = ends[:, 2:]
         keep = sent & (at > start) & (at <= end) & (at > plant.installed_s)
-        basis = self.rows.basis
-        coef = np.repeat(plant.coef, width - 2, axis=0)
-        lifetime = np.einsum("ij,ij->i", coef, life[:, 2:, basis].reshape(-1, 3))
-        before = np.einsum("ij,ij->i", coef, life[:, 1:-1, basis].reshape(-1, 3))
-        chosen = keep.ravel()
+        keep &= at < self._report_until[:, None]  # a dead inverter is silent
+        rows = self.rows.count
         inverter = np.repeat(np.arange(n, dtype=np.int64), width - 2)
+        lifetime = plant.inverter_lifetimes(inverter, at.ravel(), life[:, 2:].reshape(-1, rows))
+        before = plant.inverter_lifetimes(inverter, ends[:, 1:-1].ravel(), life[:, 1:-1].reshape(-1, rows))
+        chosen = keep.ravel()
         return ReportHistory(
             inverter=inverter[chosen],
             reported_at=at.ravel()[chosen],
