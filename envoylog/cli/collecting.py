@@ -39,29 +39,45 @@ def collect(
         Path | None,
         typer.Option(
             metavar="PATH",
-            help="After each run, write the readings for Prometheus' node_exporter textfile collector here.",
+            help=(
+                "After each run, write the readings for Prometheus' node_exporter textfile collector to "
+                "this *.prom file (atomically, mode 0644). A missing or unwritable directory is refused "
+                "before the run; if writing fails after the run, the readings are stored and the exit code "
+                "is 2."
+            ),
         ),
     ] = None,
 ) -> None:
     """Read every configured gateway once and store what changed. Silent on success."""
     from envoylog.collect.every import collect_every
-    from envoylog.collect.run import collect_all, raise_for_runs
+    from envoylog.collect.run import HandOffFailed, collect_all, raise_for_runs
+    from envoylog.handoff.textfile import check_textfile
 
     def action(options: Options) -> None:
         settings = options.settings()
         # `not x > 0` also refuses NaN, which every comparison calls false.
         if not 0 < deadline < math.inf:
             raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline}")
+        if every is not None and not 1 <= every <= MAX_EVERY_S:
+            raise ConfigError(f"--every must be from 1 to {MAX_EVERY_S:.0f} seconds, not {every}")
+        if textfile is not None:
+            check_textfile(textfile)  # before the run: a typo in a cron line shows on the first try
         if every is not None:
-            if not 1 <= every <= MAX_EVERY_S:
-                raise ConfigError(f"--every must be from 1 to {MAX_EVERY_S:.0f} seconds, not {every}")
             collect_every(settings, every_s=every, deadline_s=deadline, say=say, textfile=textfile)
             return
-        runs = collect_all(settings, deadline_s=deadline, textfile=textfile)
+        late: HandOffFailed | None = None
+        try:
+            runs = collect_all(settings, deadline_s=deadline, textfile=textfile)
+        except HandOffFailed as failed:
+            runs, late = failed.runs, failed
         for run in runs:
             for kind, line in run.notices():
                 say(kind, line)
+        if late is not None and any(run.error for run in runs):
+            say("error", str(late))  # the gateways' error is the exit code; this line is said too
         raise_for_runs(runs)
+        if late is not None:
+            raise late  # the readings are stored; exit 2 says the textfile is not
 
     run_cli(ctx, action)
 

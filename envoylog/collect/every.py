@@ -12,7 +12,7 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.collect.run import Notice, collect_all, raise_for_runs
+from envoylog.collect.run import HandOffFailed, Notice, collect_all, raise_for_runs
 from envoylog.config import Settings
 from envoylog.db.engine import describe_db_error
 from envoylog.errors import ConfigError, EnvoylogError
@@ -45,7 +45,12 @@ def collect_every(
             try:
                 # A cycle may take longer than `every_s` (a first login, a slow gateway): the next one then
                 # starts late, never beside it, so a cycle keeps the run's whole deadline.
-                runs = collect_all(settings, deadline_s=deadline_s, textfile=textfile)
+                try:
+                    runs = collect_all(settings, deadline_s=deadline_s, textfile=textfile)
+                except HandOffFailed as failed:
+                    # The readings are stored: say it and go on, the next cycle may write the file again.
+                    runs = failed.runs
+                    say("error", str(failed))
                 for run in runs:
                     for kind, line in run.notices():
                         say(kind, line)

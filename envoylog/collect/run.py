@@ -24,7 +24,7 @@ from envoylog.db import breakers, claims, credentials, gateways, problems, runs,
 from envoylog.db.engine import DEADLINE_GRACE_S, SQLITE_BEGIN, describe_db_error, waiting_until
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RunOutcome
-from envoylog.errors import DatabaseError, EnvoylogError, GatewayError, LockedError
+from envoylog.errors import ConfigError, DatabaseError, EnvoylogError, GatewayError, LockedError
 from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import GatewayClient, GatewayUnreachable
 from envoylog.gateway.cloud import CloudClient, CloudLogins
@@ -149,10 +149,21 @@ def collect_all(
                 done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
             result = [done[gateway.name] for gateway in settings.gateways]
         if textfile is not None or settings.mqtt is not None:
-            hand_off(engine, settings, [_facts(run) for run in result], textfile=textfile, now=clock())
+            try:
+                hand_off(engine, settings, [_facts(run) for run in result], textfile=textfile, now=clock())
+            except EnvoylogError as exc:
+                raise HandOffFailed(str(exc), result) from exc
         return result
     finally:
         engine.dispose()
+
+
+class HandOffFailed(ConfigError):
+    """The run stored what it read, but handing it on (the textfile, MQTT) failed; `runs` are the runs."""
+
+    def __init__(self, message: str, runs: list[GatewayRun]) -> None:
+        super().__init__(message)
+        self.runs = runs
 
 
 def _facts(run: GatewayRun) -> RunFacts:
