@@ -288,15 +288,16 @@ def _mqtt(data: Mapping[str, Any], env: Mapping[str, str]) -> MqttSettings | Non
 
 
 def _broker_address(url: str) -> tuple[str, int]:
-    bad = f"bad [mqtt] url {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
     parts = urlsplit(url)
-    if parts.scheme not in _MQTT_PORTS or not parts.hostname:
-        raise ConfigError(bad)
-    if parts.username is not None:
-        # A password in a URL ends up in logs and process lists: it has keys of its own.
+    if "@" in parts.netloc:
+        # A password in a URL ends up in logs and process lists: it has keys of its own. Checked first, so
+        # that no message below repeats it.
         raise ConfigError(
             "[mqtt] url must not hold credentials: use username and password (or ENVOYLOG_MQTT_PASSWORD)"
         )
+    bad = f"bad [mqtt] url {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    if parts.scheme not in _MQTT_PORTS or not parts.hostname:
+        raise ConfigError(bad)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(bad)
     _check_port(parts, bad)

@@ -529,6 +529,11 @@ def test_tls_with_the_brokers_ca_and_a_certificate_not_trusted(
     held = retained(private.host, private.port, f"{topics.prefix}/#", ca_file=str(private.ca_file))
     assert held[f"{topics.prefix}/{site.sim.serial}/availability"].payload == "online"
 
+    # `insecure` takes any certificate.
+    anything = topics.settings(url=url, host=private.host, port=private.port, insecure=True)
+    site.sim.clock.advance(timedelta(minutes=1))
+    assert site.collect(replace(site.settings(), mqtt=anything)).warnings == []
+
     # The system's CAs do not know the broker's: refused at once, said at once, the readings stored.
     distrusting = topics.settings(url=url, host=private.host, port=private.port)
     before = site.rows()["meter_readings"]
@@ -573,6 +578,7 @@ def test_a_collect_without_mqtt_never_imports_paho(sim: Simulator, tmp_path: Pat
         ("[mqtt]\n", '[mqtt] needs url = "mqtt://HOST[:PORT]" (or mqtts:// for TLS)'),
         ('[mqtt]\nurl = "http://broker"\n', "bad [mqtt] url 'http://broker': expected mqtt://HOST[:PORT] or"),
         ('[mqtt]\nurl = "mqtt://u:pw@broker"\n', "[mqtt] url must not hold credentials: use username and"),
+        ('[mqtt]\nurl = "http://u:pw@broker"\n', "[mqtt] url must not hold credentials: use username and"),
         ('[mqtt]\nurl = "mqtt://broker"\nport = 1\n', "unknown key 'port' in [mqtt] (allowed: ca_file,"),
         ('[mqtt]\nurl = "mqtt://broker"\nca_file = "x"\n', "[mqtt] ca_file and insecure are for TLS: use"),
         ('[mqtt]\nurl = "mqtts://broker"\nca_file = "/nonexistent/ca.pem"\n', "[mqtt] ca_file /nonexistent"),

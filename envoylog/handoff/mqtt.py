@@ -335,6 +335,11 @@ def publish_states(
     except PublishError as exc:
         log.info("MQTT: %s", exc)
         return Outcome(names, str(exc), exc.needs_user)
+    except Exception as exc:
+        # The readings are stored: whatever goes wrong in publishing them is the hand-off's problem, said
+        # as such, and never the run's.
+        log.info("MQTT: unexpected failure", exc_info=True)
+        return Outcome(names, f"publishing to {_where(settings)} failed: {type(exc).__name__}: {exc}")
     memory.remember(due, now)
     log.info("MQTT: %d messages (%d discovery) to %s", len(messages), discovery_count, _where(settings))
     return Outcome(names, messages=len(messages), discovery=discovery_count)
