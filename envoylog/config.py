@@ -43,6 +43,7 @@ ENVIRONMENT = {
     "ENVOYLOG_TIMEZONE": "IANA zone that defines a day in reports",
     "ENVOYLOG_ENLIGHTEN_URL": "base URL of the Enlighten login service",
     "ENVOYLOG_ENTREZ_URL": "base URL of the Entrez token service",
+    "ENVOYLOG_MQTT_PASSWORD": "password for the [mqtt] broker",
 }
 
 _GATEWAY_KEYS = {"host", "username", "password", "token", "serial", "fingerprint"}
@@ -58,6 +59,7 @@ _TOP_LEVEL_KEYS = {
     "gateways",
     "collect",
     "check",
+    "mqtt",
 }
 _COLLECT_KEYS = {
     "workers",
@@ -69,6 +71,8 @@ _COLLECT_KEYS = {
     "discovery_quiet_hours",
 }
 MAX_WORKERS = 1000
+_MQTT_KEYS = {"url", "username", "password", "topic_prefix", "discovery_prefix", "ca_file", "insecure"}
+_MQTT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TOP_LEVEL_KEYS |= _SINGLE_GATEWAY_KEYS
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*\.?$"
@@ -148,12 +152,19 @@ class MqttSettings:
     """Where `collect` publishes the readings for Home Assistant: the `[mqtt]` table of the config file."""
 
     url: str  # mqtt://host[:port] or mqtts://host[:port]
+    host: str = ""
+    port: int = 1883
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     topic_prefix: str = "envoylog"
     discovery_prefix: str = "homeassistant"
     ca_file: str | None = None  # mqtts: the CA that signed the broker's certificate (default: the system's)
     insecure: bool = False  # mqtts: do not verify the broker's certificate
+
+    @property
+    def tls(self) -> bool:
+        """Whether the broker is spoken to over TLS (an mqtts:// URL)."""
+        return self.url.startswith("mqtts://")
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,11 @@ class Settings:
 def default_config_path() -> Path:
     """`config.toml` in the user's config directory."""
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_cache_dir() -> Path:
+    """envoylog's cache directory: what it can lose without harm (which MQTT discovery it published)."""
+    return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
 def default_db_url() -> str:
@@ -230,6 +246,7 @@ def load_settings(
         config_path=path if path.is_file() else None,
         collect=_collect(data),
         check=_check(data),
+        mqtt=_mqtt(data, env),
     )
 
 
@@ -276,6 +293,79 @@ def _share(table: Mapping[str, Any], key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
         raise ConfigError(f"[check] {key} must be a share between 0 and 1 (such as 0.8), not {value!r}")
     return float(value)
+
+
+def _mqtt(data: Mapping[str, Any], env: Mapping[str, str]) -> MqttSettings | None:
+    """The `[mqtt]` table; the password may come from ENVOYLOG_MQTT_PASSWORD instead (it wins)."""
+    if "mqtt" not in data:
+        return None
+    table = data["mqtt"]
+    if not isinstance(table, dict):
+        raise ConfigError("'mqtt' in the config file must be an [mqtt] table")
+    _check_keys(table, _MQTT_KEYS, "[mqtt]")
+    url = _opt_str(table, "url", "[mqtt] url")
+    if url is None:
+        raise ConfigError('[mqtt] needs url = "mqtt://HOST[:PORT]" (or mqtts:// for TLS)')
+    host, port = _broker_address(url.strip())
+    username = _opt_str(table, "username", "[mqtt] username")
+    password = env.get("ENVOYLOG_MQTT_PASSWORD") or _opt_str(table, "password", "[mqtt] password")
+    if password is not None and not username:
+        raise ConfigError("[mqtt] has a password but no username")
+    defaults = MqttSettings(url="")
+    topic_prefix = _topic_prefix(table, "topic_prefix", defaults.topic_prefix)
+    discovery_prefix = _topic_prefix(table, "discovery_prefix", defaults.discovery_prefix)
+    ca_file = _opt_str(table, "ca_file", "[mqtt] ca_file")
+    insecure = table.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"[mqtt] insecure must be true or false, not {insecure!r}")
+    tls = url.strip().startswith("mqtts://")
+    if (ca_file is not None or insecure) and not tls:
+        raise ConfigError("[mqtt] ca_file and insecure are for TLS: use an mqtts:// url")
+    if ca_file is not None:
+        ca_file = str(Path(ca_file).expanduser())
+        if not Path(ca_file).is_file():
+            raise ConfigError(f"[mqtt] ca_file {ca_file} is not a file")
+    return MqttSettings(
+        url=url.strip().rstrip("/"),
+        host=host,
+        port=port,
+        username=username or None,
+        password=password,
+        topic_prefix=topic_prefix,
+        discovery_prefix=discovery_prefix,
+        ca_file=ca_file,
+        insecure=insecure,
+    )
+
+
+def _broker_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # A password in a URL ends up in logs and process lists: it has keys of its own. Checked first, so
+        # that no message below repeats it.
+        raise ConfigError(
+            "[mqtt] url must not hold credentials: use username and password (or ENVOYLOG_MQTT_PASSWORD)"
+        )
+    bad = f"bad [mqtt] url {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    if parts.scheme not in _MQTT_PORTS or not parts.hostname:
+        raise ConfigError(bad)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(bad)
+    _check_port(parts, bad)
+    _check_hostname(parts.hostname, bad)
+    return parts.hostname, parts.port or _MQTT_PORTS[parts.scheme]
+
+
+def _topic_prefix(table: Mapping[str, Any], key: str, default: str) -> str:
+    value = _opt_str(table, key, f"[mqtt] {key}")
+    if value is None:
+        return default
+    # Wildcards and empty levels would make topics no subscriber can tell apart.
+    if not value or value != value.strip("/") or "//" in value or any(c in value for c in "+#\0"):
+        raise ConfigError(
+            f"bad [mqtt] {key} {value!r}: expected topic levels such as 'envoylog' or 'home/solar'"
+        )
+    return value
 
 
 def _count(table: Mapping[str, Any], key: str, default: int, most: int, where: str = "[collect]") -> int:

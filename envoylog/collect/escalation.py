@@ -91,7 +91,7 @@ class Observation:
     A run reports only what it looked at: an endpoint it did not ask keeps its state, failing or not.
     """
 
-    kind: str  # "endpoint" | "token" | "discovery"
+    kind: str  # "endpoint" | "token" | "discovery" | "mqtt" | "mqtt_setup"
     subject: str  # the endpoint's path; "" for the others
     failing: bool
     detail: str | None = None  # the latest failure, one line without secrets
@@ -109,6 +109,10 @@ def thresholds(settings: CollectSettings) -> dict[str, timedelta]:
         "endpoint": timedelta(minutes=settings.endpoint_quiet_minutes),
         "token": timedelta(hours=settings.token_quiet_hours),
         "discovery": timedelta(hours=settings.discovery_quiet_hours),
+        # The broker follows the gateway's rule: a restart or an upgrade of a few minutes is not worth a mail.
+        "mqtt": timedelta(minutes=settings.quiet_minutes),
+        # Refused credentials, an untrusted certificate, paho missing: nothing changes until the user acts.
+        "mqtt_setup": timedelta(0),
     }
 
 
@@ -174,6 +178,10 @@ def _lasting(obs: Observation, lasted: timedelta, stored: problems.StoredProblem
         return f"{obs.subject} has failed for {_minutes(lasted)} while the others answer{detail}"
     if obs.kind == "token":
         return f"the token could not be renewed for {_minutes(lasted)}{detail}"
+    if obs.kind == "mqtt":
+        return f"MQTT publishing has failed for {_minutes(lasted)} (the readings are stored){detail}"
+    if obs.kind == "mqtt_setup":
+        return f"MQTT publishing fails (the readings are stored){detail}"
     return f"discovery has been incomplete for {_minutes(lasted)}{detail}"
 
 
@@ -182,4 +190,6 @@ def _cleared(kind: str, subject: str, lasted: timedelta) -> str:
         return f"{subject} answers again after {_minutes(lasted)} of failures"
     if kind == "token":
         return f"a new token is stored, {_minutes(lasted)} after the first failed cloud attempt"
+    if kind in ("mqtt", "mqtt_setup"):
+        return f"MQTT publishing works again after {_minutes(lasted)} of failures"
     return f"discovery complete after {_minutes(lasted)}"

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
@@ -35,6 +35,9 @@ from envoylog.readings import model
 from envoylog.readings.breakers import Breakers
 from envoylog.readings.plausible import plausible_snapshot
 from envoylog.readings.sources import build_snapshot
+
+if TYPE_CHECKING:
+    from envoylog.handoff.mqtt import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +152,14 @@ def collect_all(
                 done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
             result = [done[gateway.name] for gateway in settings.gateways]
         if textfile is not None or settings.mqtt is not None:
-            try:
-                hand_off(engine, settings, [_facts(run) for run in result], textfile=textfile, now=clock())
-            except EnvoylogError as exc:
-                raise HandOffFailed(str(exc), result) from exc
+            facts = [_facts(run) for run in result]
+            now = clock()
+            left = deadline - time.monotonic()
+            handed = hand_off(engine, settings, facts, textfile=textfile, now=now, time_left=left)
+            if handed.mqtt is not None:
+                _escalate_mqtt(engine, result, handed.mqtt, now, options)
+            if handed.textfile_error is not None:
+                raise HandOffFailed(str(handed.textfile_error), result) from handed.textfile_error
         return result
     finally:
         engine.dispose()
@@ -164,6 +171,51 @@ class HandOffFailed(ConfigError):
     def __init__(self, message: str, runs: list[GatewayRun]) -> None:
         super().__init__(message)
         self.runs = runs
+
+
+def _escalate_mqtt(
+    engine: Engine, result: list[GatewayRun], published: Outcome, now: datetime, options: CollectSettings
+) -> None:
+    """Say a failing broker once it has lasted (at once when only the user can fix it), and once it clears.
+
+    The problem is the broker's, not a gateway's: a fleet's gateways each keep it, and say it in one line.
+    """
+    if published.error is None:
+        seen = [Observation("mqtt", "", False), Observation("mqtt_setup", "", False)]
+    else:
+        # Only the failing kind is seen: a password fixed while the broker is down clears nothing yet.
+        seen = [Observation("mqtt_setup" if published.needs_user else "mqtt", "", True, published.error)]
+    runs_by_name = {run.name: run for run in result}
+    said: dict[str, list[str]] = {}
+    cleared: dict[str, list[str]] = {}
+    try:
+        with waiting_until(time.monotonic() + DEADLINE_GRACE_S), engine.begin() as conn:
+            for name in published.gateways:
+                run = runs_by_name[name]
+                known = gateways.configured_gateway(conn, name=run.name, serial=run.serial)
+                if known is None:
+                    continue
+                warnings, clears = escalate_problems(conn, known.id, run.name, seen, now, options)
+                prefix = f"gateway {run.name}: "
+                for line in warnings:
+                    said.setdefault(line.removeprefix(prefix), []).append(run.name)
+                for line in clears:
+                    cleared.setdefault(line.removeprefix(prefix), []).append(run.name)
+    except SQLAlchemyError as exc:
+        log.info("cannot record how MQTT publishing went: %s", describe_db_error(exc))
+        return
+    first = runs_by_name[published.gateways[0]] if published.gateways else None
+    if first is not None:
+        first.warnings += [_named(names, text) for text, names in said.items()]
+        first.cleared += [_named(names, text) for text, names in cleared.items()]
+
+
+def _named(names: list[str], text: str) -> str:
+    if len(names) == 1:
+        return f"gateway {names[0]}: {text}"
+    shown = ", ".join(names[:MAX_NAMED])
+    more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    return f"gateways {shown}{more}: {text}"
 
 
 def _facts(run: GatewayRun) -> RunFacts:
