@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -62,6 +63,27 @@ def empty_database(kind: str, directory: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger for its run; later tests get the logging they had before."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def point_at(
+    monkeypatch: pytest.MonkeyPatch, sim: Simulator, db_url: str, config: Path | None = None
+) -> None:
+    """The environment a user sets to log the simulated gateway into the test database (with a config)."""
+    for name, value in sim.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ENVOYLOG_DB", db_url)
+    if config is not None:
+        monkeypatch.setenv("ENVOYLOG_CONFIG", str(config))
 
 
 @pytest.fixture

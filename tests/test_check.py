@@ -16,7 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import Site
+from conftest import Site, point_at
 from typer.testing import CliRunner
 
 from envoylog.check.watch import CheckResult, check_all
@@ -152,9 +152,7 @@ def test_a_gateway_clock_ten_minutes_ahead_is_said(site: Site) -> None:
 def test_the_command_is_silent_when_well_and_exits_7_with_a_line_per_problem(
     site: Site, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in site.sim.environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ENVOYLOG_DB", site.db_url)
+    point_at(monkeypatch, site.sim, site.db_url)
     assert runner.invoke(app, ["collect"]).exit_code == 0
     healthy = runner.invoke(app, ["check"])
     assert (healthy.exit_code, healthy.output) == (0, "")

@@ -8,7 +8,6 @@ on SQLite and, when ENVOYLOG_TEST_POSTGRES_URL is set, on PostgreSQL.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import signal
 import stat
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Site, envoylog_command
+from conftest import Site, envoylog_command, point_at
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,23 +49,6 @@ LATEST_KEYS = {
     "inverters",
     "batteries",
 }
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger for its run; later tests get the logging they had before."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def point_at(monkeypatch: pytest.MonkeyPatch, sim: Simulator, db_url: str) -> None:
-    """The environment a user sets to log the simulated gateway into the test database."""
-    for name, value in sim.environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ENVOYLOG_DB", db_url)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import Site, user_environment
+from conftest import Site, point_at, user_environment
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner, Result
@@ -196,14 +196,6 @@ def topics(broker: tuple[str, int], isolated_env: Path, monkeypatch: pytest.Monk
             info.wait_for_publish(WAIT_S)
         cleaner.disconnect()
         cleaner.loop_stop()
-
-
-def point_at(monkeypatch: pytest.MonkeyPatch, sim: Simulator, db_url: str, config: Path) -> None:
-    """The environment a user sets: the simulated gateway, the test database, a config file."""
-    for name, value in sim.environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ENVOYLOG_DB", db_url)
-    monkeypatch.setenv("ENVOYLOG_CONFIG", str(config))
 
 
 def envoylog(*args: str) -> Result:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import math
 import subprocess
 import sys
@@ -77,16 +76,6 @@ def logged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             assert run.error is None, run.error
         serials = frozenset(row[0] for row in site.query("SELECT device FROM series WHERE kind = 'inverter'"))
         yield Logged(db_url=db_url, serial=sim.serial, name="home", inverters=serials)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger for its run; later tests get the logging they had before."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ one line without losing what was read.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Site
+from conftest import Site, point_at
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,22 +51,6 @@ UNITLESS = {
     "envoylog_run_rows_added",
 }
 UNITS = ("_watts", "_joules", "_seconds", "_ratio")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger for its run; later tests get the logging they had before."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def point_at(monkeypatch: pytest.MonkeyPatch, sim: Simulator, db_url: str) -> None:
-    for name, value in sim.environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ENVOYLOG_DB", db_url)
 
 
 @pytest.fixture
