@@ -158,8 +158,8 @@ def collect_all(
             handed = hand_off(engine, settings, facts, textfile=textfile, now=now, time_left=left)
             if handed.mqtt is not None:
                 _escalate_mqtt(engine, result, handed.mqtt, now, options)
-            if handed.textfile_error is not None:
-                raise HandOffFailed(str(handed.textfile_error), result) from handed.textfile_error
+            if handed.failed is not None:
+                raise HandOffFailed(str(handed.failed), result) from handed.failed
         return result
     finally:
         engine.dispose()

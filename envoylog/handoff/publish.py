@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.config import Settings
-from envoylog.errors import EnvoylogError
+from envoylog.db.engine import describe_db_error
+from envoylog.errors import DatabaseError, EnvoylogError
 from envoylog.handoff.state import RunFacts, load_states
 
 if TYPE_CHECKING:
@@ -20,10 +22,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class HandedOff:
-    """How the hand-off went: the MQTT outcome (None without `[mqtt]`), and why the textfile failed."""
+    """How the hand-off went: the MQTT outcome (None without `[mqtt]`), and what failed (the textfile, or
+    reading the state to hand on)."""
 
     mqtt: Outcome | None
-    textfile_error: EnvoylogError | None
+    failed: EnvoylogError | None
 
 
 MQTT_MIN_S = 3.0  # a run that used its whole deadline still gives the broker this long
@@ -44,8 +47,12 @@ def hand_off(
     Each is tried whatever the other did: a textfile that cannot be written is returned as its error, and a
     broker that fails as the MQTT outcome (None without `[mqtt]`); neither fails the run's readings.
     """
-    with engine.connect() as conn:
-        states = load_states(conn, facts)
+    try:
+        with engine.connect() as conn:
+            states = load_states(conn, facts)
+    except SQLAlchemyError as exc:
+        # Nothing to hand on, and neither writer is tried; the readings are stored all the same.
+        return HandedOff(None, DatabaseError(f"cannot read what to hand on: {describe_db_error(exc)}"))
     failed: EnvoylogError | None = None
     if textfile is not None:
         from envoylog.handoff.textfile import write_textfile
