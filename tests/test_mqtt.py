@@ -607,3 +607,26 @@ def test_mqtt_settings_from_the_file_and_the_environment(tmp_path: Path, isolate
     from_file = load_settings(config=config, environ={}).mqtt
     assert from_file is not None and from_file.password == "file-pw"
     assert load_settings(environ={}).mqtt is None
+
+
+def test_inverters_detailed_only_now_and_then_keep_one_set_of_sensors(
+    db_url: str, topics: Topics, tmp_path: Path
+) -> None:
+    # More inverters than /ivp/pdm/device_data details: some reports come with lifetime energy and
+    # temperature, some without. The sensors must not change with them, or discovery goes out every run.
+    with Simulator("many-inverters", state_dir=tmp_path / "sim") as sim:
+        site = Site(sim, db_url)
+        settings = replace(site.settings(), mqtt=topics.settings())
+        watcher = Subscriber(topics.host, topics.port, f"{topics.discovery}/#", f"{topics.prefix}/#")
+        try:
+            site.collect(settings)
+            announced = {m.topic for m in watcher.take() if m.topic.endswith("/config")}
+            for _ in range(4):
+                sim.clock.advance(timedelta(minutes=5))
+                site.collect(settings)
+                taken = watcher.take()
+                assert not [m.topic for m in taken if m.topic.endswith("/config")]
+                assert len([m for m in taken if "/inverter/" in m.topic]) == 60
+        finally:
+            watcher.close()
+    assert len([topic for topic in announced if "/inverter_" in topic]) == 60

@@ -8,7 +8,7 @@ Topics (`<prefix>` is `[mqtt] topic_prefix`, `<serial>` the gateway's):
 - `<prefix>/<serial>/state`: one JSON object of the site's values (`production_watts`, ...), and one per
   inverter (`<prefix>/<serial>/inverter/<inverter>/state`) and battery (`.../battery/<battery>/state`);
   retained, so that Home Assistant has values at once after a restart. One message per Home Assistant device
-  rather than one per sensor: a site of 30 inverters is some 32 messages a run, not 130.
+  rather than one per sensor: a device's values come together and are parsed once.
 - `<discovery_prefix>/sensor/envoylog_<serial>/<sensor>/config`: Home Assistant's discovery, retained. The
   gateway is a device; each inverter and each IQ Battery is a device of its own behind it (`via_device`),
   as Home Assistant's own Enphase integration shows them.
@@ -171,15 +171,13 @@ def site_sensors(values: dict[str, Any]) -> list[Sensor]:
     return [sensor for sensor in sensors if sensor.key in values]
 
 
-INVERTER_SENSORS = (
-    _power("watts", "Power"),
-    _energy("wh_lifetime", "Lifetime production"),
-    Sensor("temperature_c", "Temperature", "temperature", "measurement", "°C", 0),
-)
+# An inverter's and a battery's sensors are the values every reading has. Lifetime energy and temperature
+# come only from /ivp/pdm/device_data, asked now and then and detailing at most 50 inverters: sensors that
+# came and went with them would change discovery from run to run. They are in the state JSON when known.
+INVERTER_SENSORS = (_power("watts", "Power"),)
 BATTERY_SENSORS = (
     Sensor("soc_percent", "Charge", "battery", "measurement", "%", 0),
     _power("watts", "Power"),
-    Sensor("wh_available", "Energy available", "energy_storage", "measurement", "Wh", 0),
 )
 
 
@@ -213,14 +211,13 @@ def devices(settings: MqttSettings, state: GatewayState) -> list[Device]:
     if state.last_success_at is not None:
         site["last_read_at"] = iso_z(state.last_success_at)
     found = [Device("", f"{base}/state", site, tuple(site_sensors(site)), gateway_registry)]
+    members: list[tuple[str, Latest, dict[str, Any], tuple[Sensor, ...], str]] = []
     for row in sorted(state.latest, key=lambda r: (r.kind, r.device)):
         if row.kind == "inverter":
-            kind, values, sensors = "inverter", inverter_values(row), INVERTER_SENSORS
-            model = "Micro-inverter"
+            members.append(("inverter", row, inverter_values(row), INVERTER_SENSORS, "Micro-inverter"))
         elif row.kind == "battery" and row.device != "acb":
-            kind, values, sensors, model = "battery", battery_values(row), BATTERY_SENSORS, "IQ Battery"
-        else:
-            continue
+            members.append(("battery", row, battery_values(row), BATTERY_SENSORS, "IQ Battery"))
+    for kind, row, values, sensors, model in members:
         registry = {
             "identifiers": [f"envoylog_{row.device}"],
             "name": f"{'Inverter' if kind == 'inverter' else 'Battery'} {row.device}",
@@ -234,7 +231,7 @@ def devices(settings: MqttSettings, state: GatewayState) -> list[Device]:
                 f"{kind}_{row.device}",
                 f"{base}/{kind}/{row.device}/state",
                 values,
-                tuple(sensor for sensor in sensors if sensor.key in values),
+                sensors,
                 registry,
             )
         )
