@@ -25,8 +25,9 @@ runner = CliRunner()
 
 # What a command needs on its command line besides the global options.
 REQUIRED = {"export": ["--from", "2026-11-20"], "auth set-token": ["eyJhbGciOiJIUzI1NiJ9.e30.c2ln"]}
-# The commands that only read: they refuse a database that does not exist and create nothing.
-READ_ONLY = ["latest", "status", "report", "export", "auth status", "auth logout", "db current"]
+# The commands that only read (`check` writes only what it said): they refuse a database that does not exist
+# and create nothing.
+READ_ONLY = ["latest", "status", "report", "check", "export", "auth status", "auth logout", "db current"]
 # The commands that may create a database.
 CREATING = ["collect", "demo", "db upgrade", "auth login", "auth set-token"]
 NOT_DATABASE = ["simulate"]
