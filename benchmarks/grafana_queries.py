@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--postgres", help="a PostgreSQL server URL (default: a SQLite file)")
     parser.add_argument("--plans", action="store_true", help="print the query plans of the week")
+    parser.add_argument("--db", help="time this database, already filled, instead of filling a new one")
     args = parser.parse_args()
     os.environ["TZ"] = "UTC"
     time.tzset()
@@ -53,15 +54,27 @@ def main() -> None:
     flavour = dashboards.POSTGRESQL if args.postgres else dashboards.SQLITE
     kind = "PostgreSQL" if args.postgres else "SQLite"
     with tempfile.TemporaryDirectory(prefix="envoylog-grafana-") as tmp:
-        url, cleanup = scratch_database(args.postgres, Path(tmp), "grafana", "envoylog-bench")
+        url, cleanup = (
+            (args.db, lambda: None)
+            if args.db
+            else scratch_database(args.postgres, Path(tmp), "grafana", "envoylog-bench")
+        )
         try:
-            now = datetime.now(UTC)
-            first, last = history_days(args.days, "UTC", now)
-            began = time.perf_counter()
-            summary = fill_history(url, first, last, profile="metered")
-            print(f"{kind}: {summary.describe()} ({time.perf_counter() - began:.0f} s with the upgrade)")
-            engine = create_engine(url)
-            if args.postgres:
+            if args.db:
+                engine = create_engine(url)
+                with engine.connect() as conn:
+                    serial = conn.execute(text("SELECT MIN(gateway) FROM envoylog_gateways")).scalar_one()
+                    newest = conn.execute(text("SELECT MAX(time) FROM envoylog_meter")).scalar_one()
+                newest = newest if isinstance(newest, datetime) else datetime.fromtimestamp(newest, UTC)
+                last = newest.astimezone(UTC).date()
+            else:
+                first, last = history_days(args.days, "UTC", datetime.now(UTC))
+                began = time.perf_counter()
+                summary = fill_history(url, first, last, profile="metered")
+                print(f"{kind}: {summary.describe()} ({time.perf_counter() - began:.0f} s with the upgrade)")
+                serial = summary.serial
+                engine = create_engine(url)
+            if args.postgres and not args.db:
                 with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     conn.exec_driver_sql("VACUUM ANALYZE")
             end = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
@@ -71,14 +84,14 @@ def main() -> None:
             plans = []
             with engine.connect() as conn:
                 if args.postgres:
-                    conn.exec_driver_sql("SET TimeZone = 'UTC'")
+                    # As the README's role for Grafana has them.
+                    for setting in ("TimeZone = 'UTC'", "jit = off", "random_page_cost = 1.1"):
+                        conn.exec_driver_sql(f"SET {setting}")
                 for panel in dashboards.PANELS:
                     cells = []
                     for label, days in ranges.items():
                         start = end - timedelta(days=days)
-                        sql = dashboards.grafana_sql(
-                            dashboards.panel_sql(panel, flavour), start, end, summary.serial
-                        )
+                        sql = dashboards.grafana_sql(dashboards.panel_sql(panel, flavour), start, end, serial)
                         timings = []
                         for _ in range(6):
                             started = time.perf_counter()

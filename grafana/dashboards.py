@@ -74,7 +74,8 @@ PANELS = (
         " MAX(CASE WHEN kind = 'production' THEN watts END) AS production,"
         " MAX(CASE WHEN kind = 'consumption' THEN watts END) AS consumption,"
         " MAX(CASE WHEN kind = 'net_consumption' THEN watts END) AS net"
-        f" FROM envoylog_meter WHERE {GATEWAY} AND phase = 0 AND {{range}}"
+        f" FROM envoylog_meter WHERE {GATEWAY} AND phase = 0"
+        " AND kind IN ('production', 'consumption', 'net_consumption') AND {range}"
         " GROUP BY time ORDER BY time",
         "timeseries",
         "watt",
