@@ -6,15 +6,17 @@
 The panels read envoylog's views (the migration `0008`). PostgreSQL's data source and the SQLite plugin
 (frser-sqlite-datasource) differ in how a query names the time range: PostgreSQL's macros give timestamps,
 the plugin has Grafana's `$__from`/`$__to` in milliseconds, compared here with the epoch seconds SQLite
-stores. Every time filter is a range of the view's `time`, which the (series, time) key of the readings serves.
+stores. Every time filter is a range of the view's `time`, which the readings' (series, time) key serves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +74,14 @@ PANELS = (
         " MAX(CASE WHEN kind = 'production' THEN watts END) AS production,"
         " MAX(CASE WHEN kind = 'consumption' THEN watts END) AS consumption,"
         " MAX(CASE WHEN kind = 'net_consumption' THEN watts END) AS net"
-        f" FROM envoylog_meter WHERE {GATEWAY} AND phase = 0 AND {{range}}"
+        f" FROM envoylog_meter WHERE {GATEWAY} AND phase = 0"
+        " AND kind IN ('production', 'consumption', 'net_consumption') AND {range}"
         " GROUP BY time ORDER BY time",
         "timeseries",
         "watt",
         time_from="now/d",
-        description="Site power as stored: a row when a reading changes, so a value holds until the next one. "
-        "Net: import positive, export negative.",
+        description="Site power as stored: a row when a reading changes, so a value holds until the next "
+        "one. Net: import positive, export negative.",
     ),
     Panel(
         "Daily energy",
@@ -126,6 +129,19 @@ def panel_sql(panel: Panel, flavour: Flavour) -> str:
     return panel.sql.format(range=flavour.range_filter, steps=flavour.steps_filter)
 
 
+def grafana_sql(sql: str, start: datetime, end: datetime, gateway: str) -> str:
+    """`sql` with the macros and `$gateway` replaced as Grafana replaces them, for tests and benchmarks."""
+    iso = {name: f"'{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}'" for name, at in (("from", start), ("to", end))}
+    millis = {name: str(int(at.timestamp() * 1000)) for name, at in (("from", start), ("to", end))}
+    sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 BETWEEN {iso['from']} AND {iso['to']}", sql)
+    sql = sql.replace("$__timeFrom()", iso["from"]).replace("$__timeTo()", iso["to"])
+    sql = sql.replace("$__from", millis["from"]).replace("$__to", millis["to"])
+    sql = sql.replace("$gateway", gateway)
+    if "$" in sql:
+        raise ValueError(f"a macro this function does not know: {sql}")
+    return sql
+
+
 def dashboard(flavour: Flavour) -> dict[str, Any]:
     """The dashboard JSON for one data source, ready for Grafana's import."""
     source = {"type": flavour.plugin, "uid": DATASOURCE}
@@ -153,7 +169,12 @@ def dashboard(flavour: Flavour) -> dict[str, Any]:
             custom = (
                 {"drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1}
                 if panel.bars
-                else {"drawStyle": "line", "lineInterpolation": "stepAfter", "spanNulls": True, "fillOpacity": 10}
+                else {
+                    "drawStyle": "line",
+                    "lineInterpolation": "stepAfter",
+                    "spanNulls": True,
+                    "fillOpacity": 10,
+                }
             )
             unit = panel.unit
         else:
@@ -177,14 +198,20 @@ def dashboard(flavour: Flavour) -> dict[str, Any]:
             "datasource": source,
             "gridPos": {"h": 9, "w": 12, "x": 12 * (index % 2), "y": 9 * (index // 2)},
             "targets": [{"refId": "A", "datasource": source, **target}],
-            "fieldConfig": {"defaults": {"unit": unit, "decimals": 1, "custom": custom}, "overrides": overrides},
+            "fieldConfig": {
+                "defaults": {"unit": unit, "decimals": 1, "custom": custom},
+                "overrides": overrides,
+            },
             "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
         }
         if panel.time_from is not None:
             entry["timeFrom"] = panel.time_from
         panels.append(entry)
     gateways = "SELECT gateway FROM envoylog_gateways ORDER BY gateway"
-    variable_query: Any = gateways if flavour is POSTGRESQL else {"rawQueryText": gateways, "queryText": gateways}
+    # The SQLite plugin keeps a variable's query as it keeps a panel's.
+    variable_query: Any = (
+        gateways if flavour is POSTGRESQL else {"rawQueryText": gateways, "queryText": gateways}
+    )
     return {
         "__inputs": [
             {

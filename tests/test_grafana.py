@@ -1,8 +1,8 @@
-"""The Grafana views and dashboards: every panel's SQL runs as Grafana would send it, on SQLite and PostgreSQL,
+"""The Grafana views and dashboards: each panel's SQL runs as Grafana would send it, on SQLite and PostgreSQL,
 and shows what `envoylog report` says about the same days.
 
-The history is the demo filler's (Amsterdam's days, the spring change of clocks among them), read in two zones:
-UTC and Europe/Amsterdam, set as Grafana's reader would have it (the SQLite process's local time; the
+The history is the demo filler's (Amsterdam's days, the spring change of clocks among them), read in two
+zones: UTC and Europe/Amsterdam, set as Grafana's reader would have it (the SQLite process's local time; the
 PostgreSQL session's TimeZone).
 """
 
@@ -60,18 +60,6 @@ def _load_generator() -> ModuleType:
 dashboards = _load_generator()
 
 
-def grafana_sql(sql: str, start: datetime, end: datetime, gateway: str) -> str:
-    """`sql` with the macros and variables the dashboards use replaced as Grafana replaces them."""
-    iso = {name: f"'{at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}'" for name, at in (("from", start), ("to", end))}
-    millis = {name: str(int(at.timestamp() * 1000)) for name, at in (("from", start), ("to", end))}
-    sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 BETWEEN {iso['from']} AND {iso['to']}", sql)
-    sql = sql.replace("$__timeFrom()", iso["from"]).replace("$__timeTo()", iso["to"])
-    sql = sql.replace("$__from", millis["from"]).replace("$__to", millis["to"])
-    sql = sql.replace("$gateway", gateway)
-    assert "$" not in sql, f"a macro the test does not know: {sql}"
-    return sql
-
-
 @dataclass(frozen=True)
 class History:
     """The filled database, read in `zone`."""
@@ -112,7 +100,7 @@ class History:
         """A panel's rows for the range, its SQL substituted and run as Grafana would."""
         (target,) = self.panels()[title]["targets"]
         sql = target["rawSql"] if self.kind == "postgresql" else target["rawQueryText"]
-        return self.query(grafana_sql(sql, start, end, self.serial))
+        return self.query(dashboards.grafana_sql(sql, start, end, self.serial))
 
     def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         """Rows of `sql`, read in the history's zone."""
@@ -165,7 +153,7 @@ ZONES = pytest.mark.parametrize("local_zone", ["UTC", "Europe/Amsterdam"], indir
 
 
 def close(a: float, b: float, *, tolerance_wh: float = 15.0) -> bool:
-    """Equal within a few Wh: the views give a step to the day it ends in, the report splits it at midnight."""
+    """Equal within a few Wh: a view gives a step to the day it ends in, the report splits it at midnight."""
     return abs(a - b) <= max(tolerance_wh, 0.002 * abs(b))
 
 
@@ -242,9 +230,8 @@ def test_inverters_against_the_median_has_a_row_per_inverter(history: History) -
 
 @ZONES
 def test_the_gateway_variable_lists_the_gateway(history: History) -> None:
-    document = json.loads(
-        dashboards.path_of(dashboards.POSTGRESQL if history.kind == "postgresql" else dashboards.SQLITE).read_text()
-    )
+    flavour = dashboards.POSTGRESQL if history.kind == "postgresql" else dashboards.SQLITE
+    document = json.loads(dashboards.path_of(flavour).read_text(encoding="utf-8"))
     (variable,) = document["templating"]["list"]
     query = variable["query"] if history.kind == "postgresql" else variable["query"]["rawQueryText"]
     assert history.query(query) == [{"gateway": history.serial}]
@@ -254,12 +241,12 @@ def test_downgrade_drops_the_views_and_upgrade_brings_them_back(db_url: str) -> 
     fill_history(db_url, FIRST, FIRST, profile="metered")
     engine = create_engine(db_url)
     try:
-        assert VIEWS <= set(inspect(engine).get_view_names())
+        assert set(inspect(engine).get_view_names()) >= VIEWS
         _alembic(engine, "downgrade", "0007")
         assert not VIEWS & set(inspect(engine).get_view_names())
         assert "meter_readings" in inspect(engine).get_table_names()
         _alembic(engine, "upgrade", "head")
-        assert VIEWS <= set(inspect(engine).get_view_names())
+        assert set(inspect(engine).get_view_names()) >= VIEWS
         with engine.connect() as conn:
             assert conn.execute(text("SELECT COUNT(*) FROM envoylog_meter")).scalar_one() > 10_000
     finally:

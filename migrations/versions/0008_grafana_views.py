@@ -15,8 +15,9 @@ on SQLite (which has no named zones).
 The daily views group the steps over the whole history: fine for a query by hand; dashboards group the steps
 of their time range themselves, which the key can serve.
 
-A later migration that rebuilds one of the tables read here (SQLite's batch mode copies and renames a table)
-drops these views first and creates them again after.
+SQLite's batch mode (a table rebuilt and renamed back) works with these views in place: env.py has SQLite
+leave views alone on a rename. A later migration that drops or renames a column read here, or changes its type
+on PostgreSQL, drops the views that read it first and creates them again after.
 
 Revision ID: 0008
 Revises: 0007
