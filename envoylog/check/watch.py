@@ -19,7 +19,7 @@ from envoylog.check.history import (
     production_series,
     reporting,
 )
-from envoylog.config import Settings
+from envoylog.config import CheckSettings, Settings
 from envoylog.db import credentials, findings, runs
 from envoylog.db.engine import describe_db_error
 from envoylog.db.gateways import load_firmware_change
@@ -29,8 +29,10 @@ from envoylog.times import local_midnight, zone_of
 
 FIRMWARE_NEWS = timedelta(days=7)  # a firmware change is news for a week (said once)
 NEWS = frozenset({"firmware"})  # findings that are told once rather than open problems
+# A collector takes a token a year (an owner's) or one every 12 hours (an installer's): more is a storm.
+TOKENS_PER_DAY = 3
 # The kinds that need readings: not judged while the gateway is not being read (the stale line says why).
-DATA_KINDS = frozenset({"inverter_silent", "inverter_lagging", "production_drop"})
+DATA_KINDS = frozenset({"inverter_silent", "inverter_lagging", "production_drop", "storm"})
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def _remember(
                 continue
             findings.close_finding(conn, key)
             if before.kind not in SILENT_END:
-                cleared.append(before.line)
+                cleared.append(_headline(before.line))
     return CheckResult(problems, cleared)
 
 
@@ -137,26 +139,19 @@ def _gateway_findings(
         if error is not None and (success is None or error.started_at > success.started_at)
         else None,
     )
-    judged = {"stale", "token", "storm", "firmware", "clock"}
+    judged = {"stale", "token", "firmware", "clock"}
     if stale is not None:
         out.append(stale)
     else:
         judged |= DATA_KINDS
         out += _data_findings(conn, gateway, settings, now)
+        out += _storms(conn, gateway, options, now)
     stored = credentials.load_token(conn, gateway.id)
     if stored is not None and stored.secret is not None:
         why = _not_renewable(stored, gateway)
         token = rules.token(stored.expires_at, why, now, options)
         if token is not None:
             out.append(token)
-    for kind, most, window in (
-        ("session", options.sessions_per_hour, timedelta(hours=1)),
-        ("token", 3, timedelta(days=1)),
-    ):
-        count = findings.count_auth(conn, gateway.id, kind, now - window)
-        storm = rules.storm(kind, count, most, "hour" if window.days == 0 else "day", now)
-        if storm is not None:
-            out.append(storm)
     change = load_firmware_change(conn, gateway.id)
     if change is not None and now - change.at <= FIRMWARE_NEWS:
         out.append(rules.firmware(change.at, change.previous, change.current, zone))
@@ -201,6 +196,28 @@ def _data_findings(conn: Connection, gateway: Checked, settings: Settings, now: 
     if today_drop is not None and drop is None:
         out.append(today_drop)
     return out
+
+
+def _storms(conn: Connection, gateway: Checked, options: CheckSettings, now: datetime) -> list[Finding]:
+    """Sessions opened in the last hour, tokens taken in the last day: more than a healthy collector takes."""
+    out = []
+    for kind, most, window in (
+        ("session", options.sessions_per_hour, timedelta(hours=1)),
+        ("token", TOKENS_PER_DAY, timedelta(days=1)),
+    ):
+        count = findings.count_auth(conn, gateway.id, kind, now - window)
+        storm = rules.storm(kind, count, most, "hour" if window.days == 0 else "day", now)
+        if storm is not None:
+            out.append(storm)
+    return out
+
+
+def _headline(line: str) -> str:
+    """What a cleared line repeats of the problem: the line up to its explanation."""
+    prefix, _, text = line.partition("): ")
+    for mark in (": ", "; "):
+        text = text.split(mark, 1)[0]
+    return f"{prefix}): {text}"
 
 
 def _not_renewable(stored: credentials.StoredToken, gateway: Checked) -> str | None:
