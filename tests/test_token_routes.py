@@ -12,17 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Site
+from conftest import Site, point_at
 from sqlalchemy import select
-from test_cli_collect import (  # noqa: F401 - `_restore_logging` is an autouse fixture
-    _restore_logging,
+from test_cli_collect import (
     assert_ok_and_silent,
     cloud_requests,
     envoylog,
     error_line,
     is_utc_iso,
     json_output,
-    point_at,
     quiet_failure,
     status_lines,
 )
