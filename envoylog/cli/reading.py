@@ -112,7 +112,7 @@ def check(
     array's median, a day's production far below comparable days, a token that cannot be renewed, a session
     storm, a firmware change, the gateway's clock drifting. Under cron each problem is said once a day at most
     and once when it clears ([check] in the config file sets the thresholds). Exits 7 while a problem is
-    open. --format json gives every open problem (and what it remembers nothing of, like --all).
+    open. --format json gives every open problem as a document and, like --all, remembers nothing.
     """
     from envoylog.check.watch import check_all
     from envoylog.errors import ProblemsFound
