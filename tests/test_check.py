@@ -17,12 +17,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Site, point_at
+from sqlalchemy import create_engine, delete
 from typer.testing import CliRunner
 
 from envoylog.check.watch import CheckResult, check_all
 from envoylog.cli import app
-from envoylog.config import CheckSettings, Settings, load_settings
+from envoylog.collect.run import collect_all
+from envoylog.config import CheckSettings, GatewaySettings, Settings, load_settings
 from envoylog.db.migrate import open_database
+from envoylog.db.models import BatterySample, InverterSample, MeterSample, Run
+from envoylog.db.sql import table_of
 from envoylog.demo.filler import fill_history
 from envoylog.errors import EXIT_CODES, ConfigError
 from envoylog.simulator import EndpointFault, Quirks
@@ -31,6 +35,7 @@ from envoylog.simulator.profiles import InverterFault, get_profile
 from envoylog.times import local_midnight
 
 runner = CliRunner()
+DEAD_HOST = "127.0.0.1:9"  # the discard port: nothing listens, connecting is refused at once
 YEAR_TOKEN_TEN_DAYS_LEFT = timedelta(days=355)  # the simulated cloud's owner tokens last a year
 DERATED = 7  # an inverter whose panels make about the array's median
 
@@ -45,6 +50,26 @@ def check(settings: Settings, now: datetime, *, remember: bool = True) -> CheckR
 
 def kinds(result: CheckResult) -> list[str]:
     return sorted(p.finding.kind for p in result.problems)
+
+
+def collect_and_check(site: Site, settings: Settings, after: timedelta) -> CheckResult:
+    """Cron `after` later: a collect, then a check."""
+    site.sim.clock.advance(after)
+    assert site.collect().error is None
+    return check(settings, site.sim.clock.now())
+
+
+def test_a_configured_gateway_never_read_is_said(site: Site) -> None:
+    assert site.collect().error is None
+    garage = GatewaySettings(name="garage", host=DEAD_HOST)
+    settings = dataclasses.replace(site.settings(), gateways=(*site.settings().gateways, garage))
+    for _ in range(3):
+        site.sim.clock.advance(timedelta(minutes=30))
+        (home, failed) = collect_all(settings, cloud_verify=str(site.sim.ca_file), clock=site.sim.clock.now)
+        assert home.error is None and failed.error is not None
+    (line,) = check(settings, site.sim.clock.now()).said
+    assert line.startswith("garage (never read): no successful read ever (")
+    assert "collect runs, the last failed: " in line
 
 
 # --- the simulated gateway, collected as cron does ---
@@ -70,10 +95,24 @@ def test_a_logger_that_stopped_is_said_once_then_cleared_when_it_collects_again(
     assert check(settings, later + timedelta(hours=25)).said[0].startswith("home (")  # a day later, again
     site.sim.clock.set(later + timedelta(hours=25))
     assert site.collect().error is None
-    cleared = check(settings, site.sim.clock.now())
+    back = check(settings, site.sim.clock.now())
+    assert back.problems == [] and back.said == []  # gone, but not for long enough to be called cleared
+    cleared = collect_and_check(site, settings, timedelta(minutes=30))
     assert cleared.problems == []
     # The cleared line names the problem without its explanation.
     assert cleared.said == [f"cleared: home ({site.sim.serial}): nothing collected for 27.0 h"]
+
+
+def test_a_problem_that_flickers_is_not_cleared_and_said_again(site: Site) -> None:
+    settings = site.settings()
+    assert site.collect().error is None
+    (line,) = check(settings, site.sim.clock.now() + timedelta(hours=2)).said
+    assert "nothing collected for 2.0 h" in line
+    site.sim.clock.advance(timedelta(hours=2))
+    assert site.collect().error is None
+    assert check(settings, site.sim.clock.now()).said == []  # read again: not yet cleared
+    # Stale again within the half hour: the same problem, said already, so nothing to say either way.
+    assert check(settings, site.sim.clock.now() + timedelta(minutes=70)).said == []
 
 
 def test_a_gateway_that_fails_every_run_is_stale_with_the_last_error(site: Site) -> None:
@@ -105,6 +144,7 @@ def test_a_token_with_ten_days_left_and_the_cloud_down_is_said_and_clears_once_r
     site.sim.clock.advance(timedelta(hours=2))  # past the back-off's hour: the next run renews
     assert site.collect().error is None
     headline = line.split(" and could not be renewed")[0] + " and could not be renewed"
+    # Last seen by the check two hours ago: gone for long enough to be cleared at once.
     assert check(settings, site.sim.clock.now()).said == [f"cleared: {headline}"]
 
 
@@ -131,9 +171,9 @@ def test_a_session_storm_is_said(site: Site) -> None:
     assert "nothing collected for 65 min" in stale
     assert site.collect().error is None  # the stored session works: no new one
     storm = line.split(" (more than 6)")[0] + " (more than 6)"
-    assert sorted(check(settings, site.sim.clock.now()).said) == sorted(
-        [f"cleared: {storm}", f"cleared: {stale.split(': no collect')[0]}"]
-    )
+    assert check(settings, site.sim.clock.now()).said == [f"cleared: {storm}"]  # gone for 65 min
+    stale_cleared = collect_and_check(site, settings, timedelta(minutes=30)).said
+    assert stale_cleared == [f"cleared: {stale.split(': no collect')[0]}"]
 
 
 def test_a_firmware_update_is_said_once(site: Site) -> None:
@@ -199,6 +239,24 @@ PROFILE = get_profile("standard")  # twelve micro-inverters, production from the
 HOME = "demo"  # the filler's gateway name
 
 
+TIMES = [
+    (table_of(Run), table_of(Run).c.started_at),
+    (table_of(InverterSample), table_of(InverterSample).c.reported_at),
+    (table_of(MeterSample), table_of(MeterSample).c.read_at),
+    (table_of(BatterySample), table_of(BatterySample).c.read_at),
+]
+
+
+def site_settings(db_url: str) -> Settings:
+    return Settings(
+        db_url=db_url,
+        timezone=PROFILE.timezone,
+        enlighten_url="https://enlighten.invalid",
+        entrez_url="https://entrez.invalid",
+        gateways=(),
+    )
+
+
 @pytest.fixture
 def history(db_url: str) -> Iterator[Callable[..., tuple[Settings, datetime]]]:
     """Fill three weeks ending LAST_DAY with the given inverter faults; the check runs half past midnight."""
@@ -207,13 +265,7 @@ def history(db_url: str) -> Iterator[Callable[..., tuple[Settings, datetime]]]:
         fill_history(
             db_url, LAST_DAY - timedelta(days=20), LAST_DAY, profile="standard", inverter_faults=faults
         )
-        settings = Settings(
-            db_url=db_url,
-            timezone=PROFILE.timezone,
-            enlighten_url="https://enlighten.invalid",
-            entrez_url="https://entrez.invalid",
-            gateways=(),
-        )
+        settings = site_settings(db_url)
         midnight = local_midnight(LAST_DAY + timedelta(days=1), ZoneInfo(PROFILE.timezone))
         return settings, midnight + timedelta(minutes=30)
 
@@ -232,10 +284,46 @@ def serial_of(index: int) -> str:
     return inverter_serials(PROFILE, 1)[index]
 
 
-def test_a_healthy_history_gives_no_output(history: Callable[..., tuple[Settings, datetime]]) -> None:
-    settings, now = history()
-    assert check(settings, now).problems == []
-    assert check(settings, now - timedelta(hours=12), remember=False).problems == []  # at noon as well
+def truncate_after(db_url: str, at: datetime) -> None:
+    """The history as it stood at `at`: the filler stores whole days, a check looks at a moment."""
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for table, column in TIMES:
+                conn.execute(delete(table).where(column > at))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("last_day", [date(2025, 12, 20), LAST_DAY], ids=["winter", "summer"])
+def test_a_healthy_history_gives_no_output_at_any_hour(db_url: str, last_day: date) -> None:
+    """Every 30 minutes of a day and its night, the history cut there: dawn, dusk, a winter trickle."""
+    fill_history(db_url, last_day - timedelta(days=20), last_day, profile="standard")
+    settings = dataclasses.replace(site_settings(db_url), gateways=())
+    at = local(last_day + timedelta(days=1), 0) + timedelta(minutes=30)  # the history ends at midnight
+    while at > local(last_day, 0):
+        truncate_after(db_url, at)
+        result = check(settings, at, remember=False)
+        assert result.problems == [], f"at {at}: {[p.line for p in result.problems]}"
+        at -= timedelta(minutes=30)
+
+
+def test_an_inverter_that_died_at_noon_stays_said_through_the_night_and_the_dawn(db_url: str) -> None:
+    day = date(2025, 12, 20)
+    fill_history(
+        db_url,
+        day - timedelta(days=20),
+        day,
+        profile="standard",
+        inverter_faults=(InverterFault(3, 0.0, start=local(day - timedelta(days=1), 12)),),
+    )
+    settings = dataclasses.replace(site_settings(db_url), gateways=())
+    at = local(day, 14)
+    while at > local(day - timedelta(days=1), 13) + timedelta(minutes=15):
+        truncate_after(db_url, at)
+        result = check(settings, at, remember=False)
+        assert [p.finding.subject for p in result.problems] == [serial_of(3)], f"at {at}: {result.said}"
+        at -= timedelta(hours=1)
 
 
 def test_an_inverter_silenced_at_noon_is_said_with_since_when(
@@ -282,3 +370,11 @@ def test_a_string_of_five_dropped_is_said_for_each_inverter_and_as_a_production_
     assert "of what comparable days give: the 14 days before" in drop
     share = int(drop.split(" kWh, ")[1].split("%")[0])
     assert 50 <= share < 80
+    # The same afternoon, before the day is over: today so far against the same hours of the days before.
+    afternoon = local(LAST_DAY, 16)
+    truncate_after(settings.db_url, afternoon)
+    today = check(settings, afternoon, remember=False)
+    assert kinds(today) == ["inverter_silent"] * 5 + ["production_drop"]
+    (so_far,) = [p.line for p in today.problems if p.finding.kind == "production_drop"]
+    assert "production today until 16:00 was " in so_far
+    assert 40 <= int(so_far.split(" kWh, ")[1].split("%")[0]) < 80

@@ -33,11 +33,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class Reporting:
-    """One inverter's reports: its newest, and its newest producing one in the last two days."""
+    """One inverter's reports: its newest, and the stretches of its reporting in the last days."""
 
     serial: str
     newest: datetime
-    newest_producing: datetime | None
+    # Each stretch of reports without a night's gap: when it began, and its last report with power.
+    streaks: tuple[tuple[datetime, datetime], ...]
 
 
 @dataclass(frozen=True)
@@ -81,25 +82,34 @@ def stale(
 
 
 def silent_inverters(reporting: Sequence[Reporting], settings: CheckSettings, zone: str) -> list[Finding]:
-    """Inverters whose newest report lags the others' newest producing report by `inverter_silent_minutes`."""
+    """Inverters that have not reported while most of the others produced for `inverter_silent_minutes`.
+
+    An other inverter counts when, in one stretch of its reporting, it produced that long after both the
+    silent one's last report and the stretch's start: at dawn the first inverters awake have not produced long
+    yet, and a night does not end the silence of an inverter that died the day before.
+    """
     limit = timedelta(minutes=settings.inverter_silent_minutes)
     found = []
+    producing = [r for r in reporting if r.streaks]
     for inverter in reporting:
-        others = [r.newest_producing for r in reporting if r is not inverter and r.newest_producing]
-        if not others:
-            continue  # night, or the only one: nothing to compare with
-        latest = max(others)
-        if latest - inverter.newest > limit:
-            count = len([at for at in others if at - inverter.newest > limit])
-            found.append(
-                Finding(
-                    "inverter_silent",
-                    inverter.serial,
-                    inverter.newest,
-                    f"inverter {inverter.serial} has not reported since {_local(inverter.newest, zone)} "
-                    f"while {count} other{'s' if count != 1 else ''} produced until {_local(latest, zone)}",
-                )
+        others = [r for r in producing if r is not inverter]
+        until = []
+        for other in others:
+            ends = [end for start, end in other.streaks if end - max(start, inverter.newest) > limit]
+            if ends:
+                until.append(max(ends))
+        if not until or len(until) * 2 <= len(others):
+            continue  # night, dawn, or most of the array quiet as well: nothing tells this one apart
+        count = len(until)
+        found.append(
+            Finding(
+                "inverter_silent",
+                inverter.serial,
+                inverter.newest,
+                f"inverter {inverter.serial} has not reported since {_local(inverter.newest, zone)} "
+                f"while {count} other{'s' if count != 1 else ''} produced until {_local(max(until), zone)}",
             )
+        )
     return found
 
 

@@ -20,36 +20,38 @@ from envoylog.reports.counters import INVERTER_MEASURE, INVERTER_ROWS, METER_ROW
 from envoylog.reports.coverage import day_coverage
 
 COVERED = 0.9  # a day (or window) the logger watched for less of tells nothing about a drop or a lag
-PRODUCING_LOOKBACK = timedelta(days=2)  # how far back an inverter's newest producing report is looked for
+# How far back the inverters' reports are read: a silent inverter stays said through a few dark days.
+REPORTING_LOOKBACK = timedelta(days=7)
+NIGHT_GAP = timedelta(hours=2)  # reports this far apart belong to two stretches of daylight
 INVERTERS = table_of(InverterSample)
 
 
 @dataclass(frozen=True)
 class Checked:
-    """A gateway to check: its row, and its settings where the config names it."""
+    """A gateway to check: its row (None for a configured gateway never read), and its settings."""
 
-    id: int
-    name: str
-    serial: str
-    firmware: str | None
+    name: str  # the config's name
+    id: int | None
+    serial: str | None
     clock_offset_s: float | None
     settings: GatewaySettings | None
 
 
 def gateways_to_check(conn: Connection, settings: Settings) -> list[Checked]:
-    """The configured gateways envoylog has read at least once; when the database knows none of them (a
-    demo's database, one copied from another machine), every gateway it holds."""
+    """The configured gateways, read or not; when the database knows none of them (a demo's database, one
+    copied from another machine), every gateway it holds."""
     found = []
     for gateway in settings.gateways:
         row = gateways.configured_gateway(conn, name=gateway.name, serial=gateway.serial)
-        if row is not None:
-            found.append(Checked(row.id, gateway.name, row.serial, row.firmware, row.clock_offset_s, gateway))
-    if found:
+        if row is None:
+            found.append(Checked(gateway.name, None, None, None, gateway))
+        else:
+            found.append(Checked(gateway.name, row.id, row.serial, row.clock_offset_s, gateway))
+    if any(gateway.id is not None for gateway in found):
         return found
-    return [
-        Checked(row.id, row.name, row.serial, row.firmware, row.clock_offset_s, None)
-        for row in gateways.list_gateways(conn)
-    ]
+    rows = gateways.list_gateways(conn)
+    stored = [Checked(row.name, row.id, row.serial, row.clock_offset_s, None) for row in rows]
+    return stored or found
 
 
 def inverter_series(conn: Connection, gateway_id: int) -> dict[int, str]:
@@ -67,10 +69,11 @@ def production_series(conn: Connection, gateway_id: int) -> int | None:
 
 
 def reporting(conn: Connection, inverters: dict[int, str], now: datetime) -> list[Reporting]:
-    """Each inverter's newest report, and its newest report with power in the last two days."""
+    """Each inverter's newest report, and its stretches of reporting (with power) in the last week."""
     if not inverters:
         return []
     ids = list(inverters)
+    # max() keeps the column's type, so both backends give aware UTC datetimes.
     newest = dict(
         conn.execute(
             select(INVERTERS.c.series_id, func.max(INVERTERS.c.reported_at))
@@ -78,20 +81,25 @@ def reporting(conn: Connection, inverters: dict[int, str], now: datetime) -> lis
             .group_by(INVERTERS.c.series_id)
         ).all()
     )
-    producing = dict(
-        conn.execute(
-            select(INVERTERS.c.series_id, func.max(INVERTERS.c.reported_at))
-            .where(
-                INVERTERS.c.series_id.in_(ids),
-                INVERTERS.c.reported_at >= now - PRODUCING_LOOKBACK,
-                INVERTERS.c.watts > 0,
-            )
-            .group_by(INVERTERS.c.series_id)
-        ).all()
+    rows = conn.execute(
+        select(INVERTERS.c.series_id, INVERTERS.c.reported_at, INVERTERS.c.watts)
+        .where(INVERTERS.c.series_id.in_(ids), INVERTERS.c.reported_at >= now - REPORTING_LOOKBACK)
+        .order_by(INVERTERS.c.series_id, INVERTERS.c.reported_at)
     )
-    # max() keeps the column's type, so both backends give aware UTC datetimes.
+    streaks: dict[int, list[tuple[datetime, datetime]]] = {}
+    current: dict[int, tuple[datetime, datetime, datetime | None]] = {}  # start, last report, last with power
+    for sid, at, watts in rows:
+        start, last, producing = current.get(sid, (at, at, None))
+        if at - last > NIGHT_GAP:
+            if producing is not None:
+                streaks.setdefault(sid, []).append((start, producing))
+            start, producing = at, None
+        current[sid] = (start, at, at if watts and watts > 0 else producing)
+    for sid, (start, _, producing) in current.items():
+        if producing is not None:
+            streaks.setdefault(sid, []).append((start, producing))
     return [
-        Reporting(inverters[sid], newest[sid], producing.get(sid))
+        Reporting(inverters[sid], newest[sid], tuple(streaks.get(sid, ())))
         for sid in ids
         if newest.get(sid) is not None
     ]

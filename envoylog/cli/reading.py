@@ -129,7 +129,7 @@ def check(
         else:
             for line in result.said:
                 typer.echo(line)
-        if result.problems:
+        if result.problems:  # news (a firmware update) is told, and is not a problem
             raise ProblemsFound(f"{len(result.problems)} problem(s) open")
 
     run_cli(ctx, action)

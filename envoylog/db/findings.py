@@ -22,35 +22,37 @@ AUTH_LOG_KEPT = timedelta(days=2)  # a storm is counted over the last hour or da
 class SaidFinding:
     """One row of check_findings."""
 
-    gateway_id: int
+    gateway: str
     kind: str
     subject: str
     since: datetime
     said_at: datetime | None
+    seen_at: datetime
     line: str
 
 
-def load_findings(conn: Connection, gateway_ids: Collection[int]) -> dict[tuple[int, str, str], SaidFinding]:
-    """The open findings of these gateways, by (gateway id, kind, subject)."""
-    if not gateway_ids:
+Key = tuple[str, str, str]  # the gateway's configured name, the kind, the subject
+
+
+def load_findings(conn: Connection, gateways: Collection[str]) -> dict[Key, SaidFinding]:
+    """The open findings of these gateways, by (gateway, kind, subject)."""
+    if not gateways:
         return {}
-    rows = conn.execute(select(FINDINGS).where(FINDINGS.c.gateway_id.in_(list(gateway_ids))))
+    rows = conn.execute(select(FINDINGS).where(FINDINGS.c.gateway.in_(list(gateways))))
     return {
-        (row.gateway_id, row.kind, row.subject): SaidFinding(
-            row.gateway_id, row.kind, row.subject, row.since, row.said_at, row.line
+        (row.gateway, row.kind, row.subject): SaidFinding(
+            row.gateway, row.kind, row.subject, row.since, row.said_at, row.seen_at, row.line
         )
         for row in rows
     }
 
 
-def open_finding(
-    conn: Connection, key: tuple[int, str, str], since: datetime, now: datetime, line: str, said: bool
-) -> None:
+def open_finding(conn: Connection, key: Key, since: datetime, now: datetime, line: str, said: bool) -> None:
     """Remember a finding seen for the first time."""
-    gateway_id, kind, subject = key
+    gateway, kind, subject = key
     conn.execute(
         FINDINGS.insert().values(
-            gateway_id=gateway_id,
+            gateway=gateway,
             kind=kind,
             subject=subject,
             since=since,
@@ -61,7 +63,7 @@ def open_finding(
     )
 
 
-def update_finding(conn: Connection, key: tuple[int, str, str], now: datetime, line: str, said: bool) -> None:
+def update_finding(conn: Connection, key: Key, now: datetime, line: str, said: bool) -> None:
     """A finding seen again: its newest line, and when it was said if it was said now."""
     values: dict[str, object] = {"seen_at": now, "line": line}
     if said:
@@ -69,14 +71,14 @@ def update_finding(conn: Connection, key: tuple[int, str, str], now: datetime, l
     conn.execute(update(FINDINGS).where(*_match(key)).values(**values))
 
 
-def close_finding(conn: Connection, key: tuple[int, str, str]) -> None:
+def close_finding(conn: Connection, key: Key) -> None:
     """A finding that is no longer there."""
     conn.execute(delete(FINDINGS).where(*_match(key)))
 
 
-def _match(key: tuple[int, str, str]) -> list[ColumnElement[bool]]:
-    gateway_id, kind, subject = key
-    return [FINDINGS.c.gateway_id == gateway_id, FINDINGS.c.kind == kind, FINDINGS.c.subject == subject]
+def _match(key: Key) -> list[ColumnElement[bool]]:
+    gateway, kind, subject = key
+    return [FINDINGS.c.gateway == gateway, FINDINGS.c.kind == kind, FINDINGS.c.subject == subject]
 
 
 def log_auth(conn: Connection, gateway_id: int, kind: str, now: datetime) -> None:

@@ -258,7 +258,8 @@ class CheckFinding(Base):
 
     __tablename__ = "check_findings"
 
-    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True)
+    # The config's name: a configured gateway that never answered has no row in gateways, and is checked.
+    gateway: Mapped[str] = mapped_column(String(100), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # "stale" | "inverter_silent" | ...
     subject: Mapped[str] = mapped_column(String(100), primary_key=True)  # an inverter's serial, a day, or ""
     since: Mapped[datetime] = mapped_column(UtcDateTime)

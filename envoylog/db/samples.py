@@ -35,6 +35,9 @@ _BATTERY_VALUES = ("soc_percent", "watts", "wh_available")
 # A reading is never stored later than this after the run's time: a clock ahead (the gateway's, or the
 # collector's before NTP synced) must not leave rows in the future, where they would hide the next readings.
 FUTURE_TOLERANCE = timedelta(minutes=2)
+# An inverter that keeps reporting the same values (clipped at its maximum, a steady winter trickle) still
+# gets a row this often: the newest stored report shows it still reports (`check` tells it from a dead one).
+INVERTER_HEARTBEAT = timedelta(minutes=30)
 
 
 @dataclass
@@ -95,7 +98,7 @@ def save_snapshot(
             sid = series_ids[key]
             at = getattr(reading, time_name)
             values = {name: getattr(reading, name) for name in value_names}
-            if is_new(latest.get(sid), at, values):
+            if is_new(latest.get(sid), at, values, INVERTER_HEARTBEAT if model is InverterSample else None):
                 rows.append({"series_id": sid, time_name: at, **values})
         for sid in insert_ignore(conn, table, rows, ["series_id", time_name]):
             added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
@@ -121,12 +124,20 @@ def _not_ahead(snapshot: Snapshot, limit: datetime, now: datetime) -> tuple[Snap
     return fixed, moved
 
 
-def is_new(latest: tuple[datetime, dict[str, Any]] | None, at: datetime, values: dict[str, Any]) -> bool:
-    """The change-detection rule: a reading is stored when it is later than the newest row and differs."""
+def is_new(
+    latest: tuple[datetime, dict[str, Any]] | None,
+    at: datetime,
+    values: dict[str, Any],
+    heartbeat: timedelta | None = None,
+) -> bool:
+    """The change-detection rule: a reading is stored when it is later than the newest row and differs, or
+    (with `heartbeat`) when the newest row is that much older: an inverter still reporting the same values."""
     if latest is None:
         return True
     latest_at, latest_values = latest
-    return at > latest_at and values != latest_values
+    if at <= latest_at:
+        return False
+    return values != latest_values or (heartbeat is not None and at - latest_at >= heartbeat)
 
 
 def find_series_ids(

@@ -303,13 +303,29 @@ def _changed(series: _Series, latest: Latest | None) -> tuple[NDArray[np.bool_],
     changed = np.zeros(times.size - first, dtype=bool)
     for values in arrays:
         changed[1:] |= values[1:] != values[:-1]
-    changed[0] = samples.is_new(latest, _at(int(times[first])), _values_at(series.values, first))
+    heartbeat = samples.INVERTER_HEARTBEAT if series.table == "inverter" else None
+    changed[0] = samples.is_new(latest, _at(int(times[first])), _values_at(series.values, first), heartbeat)
+    if heartbeat is not None:
+        _beat(times[first:], changed, latest[0].timestamp() if latest is not None else None, heartbeat)
     keep[first:] = changed
     stored = np.flatnonzero(keep)
     if stored.size == 0:
         return keep, latest
     last = int(stored[-1])
     return keep, (_at(int(times[last])), _values_at(series.values, last))
+
+
+def _beat(times: IntArray, keep: NDArray[np.bool_], last: float | None, heartbeat: timedelta) -> None:
+    """Also keep a reading whenever the newest kept one is `heartbeat` old (the rule of `samples.is_new`)."""
+    every = heartbeat.total_seconds()
+    kept_at = -np.inf if last is None else last
+    # Each kept reading restarts the wait, so the walk is in order (a year of inverters: about a second).
+    for index in range(times.size):
+        if keep[index]:
+            kept_at = float(times[index])
+        elif times[index] - kept_at >= every:
+            keep[index] = True
+            kept_at = float(times[index])
 
 
 def _values_at(values: Values, index: int) -> dict[str, Any]:

@@ -8,24 +8,26 @@ from typing import TYPE_CHECKING, Any
 from envoylog.times import iso_z
 
 if TYPE_CHECKING:
-    from envoylog.check.watch import CheckResult
+    from envoylog.check.watch import CheckResult, Problem
 
 
 def check_document(result: CheckResult, now: datetime) -> dict[str, Any]:
-    """Every open problem and every one that cleared, for programs."""
+    """Every open problem, the news (a firmware update) and the problems that cleared, for programs."""
     return {
         "checked_at": iso_z(now),
-        "problems": [
-            {
-                "gateway": p.gateway,
-                "serial": p.serial,
-                "kind": p.finding.kind,
-                "subject": p.finding.subject or None,
-                "since": iso_z(p.finding.since),
-                "message": p.finding.text,
-                "said": p.said,
-            }
-            for p in result.problems
-        ],
+        "problems": [_entry(p) for p in result.problems],
+        "news": [_entry(p) for p in result.news],
         "cleared": result.cleared,
+    }
+
+
+def _entry(problem: Problem) -> dict[str, Any]:
+    return {
+        "gateway": problem.gateway,
+        "serial": problem.serial,
+        "kind": problem.finding.kind,
+        "subject": problem.finding.subject or None,
+        "since": iso_z(problem.finding.since),
+        "message": problem.finding.text,
+        "said": problem.said,
     }
