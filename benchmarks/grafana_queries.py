@@ -3,9 +3,10 @@
     python benchmarks/grafana_queries.py                     # SQLite, in a temporary folder
     python benchmarks/grafana_queries.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-Fills `--days` of the `metered` profile (what `envoylog demo --days N` stores), then runs each panel of the
-committed dashboard for its data source with the macros replaced as Grafana does, for the last day, week,
-month and the whole history: the median of 5 runs after a warm-up, in ms. Local days in UTC (the process's
+Fills `--days` of the `metered` profile (what `envoylog demo --days N` stores; `--profile standard` for a site
+without CTs whose inverters report watts but no joules), then runs each panel of the committed dashboard for
+its data source with the macros replaced as Grafana does, for the last day, week, month and the whole
+history: the median of 5 runs after a warm-up, in ms. Local days in UTC (the process's
 TZ on SQLite, the session's TimeZone on PostgreSQL). `--plans` prints each panel's plan for the week.
 """
 
@@ -44,6 +45,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--profile", default="metered", help="the simulated site: metered, standard, ...")
     parser.add_argument("--postgres", help="a PostgreSQL server URL (default: a SQLite file)")
     parser.add_argument("--plans", action="store_true", help="print the query plans of the week")
     parser.add_argument("--db", help="time this database, already filled, instead of filling a new one")
@@ -70,7 +72,7 @@ def main() -> None:
             else:
                 first, last = history_days(args.days, "UTC", datetime.now(UTC))
                 began = time.perf_counter()
-                summary = fill_history(url, first, last, profile="metered")
+                summary = fill_history(url, first, last, profile=args.profile)
                 print(f"{kind}: {summary.describe()} ({time.perf_counter() - began:.0f} s with the upgrade)")
                 serial = summary.serial
                 engine = create_engine(url)

@@ -119,7 +119,8 @@ PANELS = (
         "table",
         "percent",
         description="Each inverter's energy in the time range against the median inverter's: a shaded or "
-        "failing panel stands out low.",
+        "failing panel stands out low. From the inverters' joules counters where the gateway gives them, "
+        "else from their reported watts over time.",
     ),
 )
 

@@ -3,7 +3,8 @@ and shows what `envoylog report` says about the same days.
 
 The history is the demo filler's (Amsterdam's days, the spring change of clocks among them), read in two
 zones: UTC and Europe/Amsterdam, set as Grafana's reader would have it (the SQLite process's local time; the
-PostgreSQL session's TimeZone).
+PostgreSQL session's TimeZone). The `metered` site has CTs and inverters with joules counters; the `standard`
+site, the most common, neither: its production is `/api/v1/production`'s, its inverters' energy their watts.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from sqlalchemy.exc import ProgrammingError
 from envoylog.db.migrate import alembic_config, head_revision
 from envoylog.demo.filler import fill_history
 from envoylog.reports import daily_report, inverter_report
+from envoylog.simulator.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST, LAST = date(2025, 3, 29), date(2025, 3, 31)  # Amsterdam's clocks go forward on the 30th: 23 hours
 FILL_ZONE = ZoneInfo("Europe/Amsterdam")  # the simulated site's: the filler's days are its days
-INVERTERS = 30  # the metered profile's
 VIEWS = {
     "envoylog_gateways",
     "envoylog_series",
@@ -67,6 +68,7 @@ class History:
     db_url: str
     kind: str  # "sqlite" | "postgresql"
     zone: str
+    profile: str
     serial: str
     start: datetime  # the history's first and last instants
     end: datetime
@@ -141,15 +143,23 @@ def local_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.fixture
-def history(db_url: str, local_zone: str) -> History:
-    summary = fill_history(db_url, FIRST, LAST, profile="metered")
+def profile(request: pytest.FixtureRequest) -> str:
+    """The simulated site whose history is filled: `metered` unless a test asks for others."""
+    return getattr(request, "param", "metered")
+
+
+@pytest.fixture
+def history(db_url: str, local_zone: str, profile: str) -> History:
+    summary = fill_history(db_url, FIRST, LAST, profile=profile)
     kind = "postgresql" if db_url.startswith("postgresql") else "sqlite"
     start = datetime.combine(FIRST, datetime.min.time(), FILL_ZONE)
     end = datetime.combine(LAST + timedelta(days=1), datetime.min.time(), FILL_ZONE)
-    return History(db_url, kind, local_zone, summary.serial, start, end)
+    return History(db_url, kind, local_zone, profile, summary.serial, start, end)
 
 
 ZONES = pytest.mark.parametrize("local_zone", ["UTC", "Europe/Amsterdam"], indirect=True)
+# With CTs and joules counters, and without either (the views then count the watts the inverters report).
+PROFILES = pytest.mark.parametrize("profile", ["metered", "standard"], indirect=True)
 
 
 def close(a: float, b: float, *, tolerance_wh: float = 15.0) -> bool:
@@ -163,6 +173,7 @@ def test_the_committed_dashboards_are_the_generated_ones() -> None:
 
 
 @ZONES
+@PROFILES
 def test_daily_yields_are_the_reports_days(history: History) -> None:
     days = history.full_days()
     assert len(days) >= 2
@@ -175,12 +186,19 @@ def test_daily_yields_are_the_reports_days(history: History) -> None:
     energy = {_day_of(r["time"], history.zone): r for r in history.panel("Daily energy", start, end)}
     grid = {_day_of(r["time"], history.zone): r for r in history.panel("Import and export", start, end)}
     assert sorted(energy) == sorted(grid) == days  # a bar per day of the range, no sliver of the day before
+    metered = history.profile == "metered"
     for expected in report.itertuples():
         found = view[expected.day]
         assert expected.production_wh > 1000  # a spring day's sun
-        for column in ("production_wh", "consumption_wh", "import_wh", "export_wh"):
-            assert close(found[column], getattr(expected, column)), (expected.day, column, found[column])
+        assert close(found["production_wh"], expected.production_wh), (expected.day, found)
         assert close(energy[expected.day]["production"] * 1000, expected.production_wh)
+        if not metered:  # no CTs: no consumption, no grid, in the report or the views
+            assert found["consumption_wh"] is found["import_wh"] is found["export_wh"] is None
+            assert energy[expected.day]["consumption"] is None
+            assert grid[expected.day]["import"] is grid[expected.day]["export"] is None
+            continue
+        for column in ("consumption_wh", "import_wh", "export_wh"):
+            assert close(found[column], getattr(expected, column)), (expected.day, column, found[column])
         assert close(energy[expected.day]["consumption"] * 1000, expected.consumption_wh)
         assert close(grid[expected.day]["import"] * 1000, expected.import_wh)
         assert close(-grid[expected.day]["export"] * 1000, expected.export_wh)
@@ -206,26 +224,32 @@ def test_power_today_shows_the_days_readings(history: History) -> None:
 
 
 @ZONES
+@PROFILES
 def test_inverters_against_the_median_has_a_row_per_inverter(history: History) -> None:
+    inverters = get_profile(history.profile).inverter_count
     days = history.full_days()
     start, end = history.bounds(days[0])[0], history.bounds(days[-1])[1]
     rows = history.panel("Inverters against the median", start, end)
-    assert len(rows) == INVERTERS
-    assert len({r["inverter"] for r in rows}) == INVERTERS
+    assert len(rows) == inverters
+    assert len({r["inverter"] for r in rows}) == inverters
     report = inverter_report(history.db_url, days[0], days[-1], timezone=history.zone)
+    # The metered site's inverters count joules; the standard site's report only their watts.
+    assert set(report["basis"]) == {"joules" if history.profile == "metered" else "watts"}
     by_inverter = report.groupby("serial")["wh"].sum()
+    assert (by_inverter > 1000).all()  # a spring day's sun on every inverter
     for row in rows:
         assert close(row["energy"] * 1000, by_inverter[row["inverter"]], tolerance_wh=5.0)
     percents = sorted(r["percent_of_median"] for r in rows)
-    assert percents[INVERTERS // 2 - 1] <= 100.0 <= percents[INVERTERS // 2]
+    assert percents[(inverters - 1) // 2] <= 100.0 <= percents[inverters // 2]
     assert 50 < percents[0] < percents[-1] < 150  # the simulated array differs a little, none dead
     daily = history.query(
         "SELECT inverter, wh, percent_of_median FROM envoylog_inverter_days WHERE day = :d",
         d=days[-1] if history.kind == "postgresql" else days[-1].isoformat(),
     )
     one_day = report[report["day"] == days[-1]].set_index("serial")["wh"]
-    assert len(daily) == INVERTERS
+    assert len(daily) == inverters
     assert all(close(r["wh"], one_day[r["inverter"]], tolerance_wh=5.0) for r in daily)
+    assert all(50 < r["percent_of_median"] < 150 for r in daily)
 
 
 @ZONES

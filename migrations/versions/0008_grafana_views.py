@@ -8,8 +8,12 @@ the database flattens into the query that reads them: a filter on `time` becomes
 time) key. The energy steps pair each row with its series' previous row by one more lookup of that key (a
 window function would hide the time filter from the index), and count the counter's rise when it is
 plausible: the same source, not down (a reset or a wrap counts nothing for that step), and not faster than
-any Envoy site (500 kW) or micro-inverter (2 kW) can produce. A step belongs to the local day of its last
-second. Local days are the reader's: the session's TimeZone on PostgreSQL, the reading process's local time
+any Envoy site (500 kW) or micro-inverter (2 kW) can produce. An inverter read without a joules counter
+(`/api/v1/production/inverters`, most sites) counts its watts instead, as `envoylog report` does: a report's
+watts are those of the interval that ends at it (at most 15 minutes), and reports not stored before it repeated
+the previous row's watts. Rows are stored when a reading changes, and at least every half hour while an inverter
+reports, so a longer interval is a silence of the logger: the previous watts hold for an hour at most. A step
+belongs to the local day of its last second. Local days are the reader's: the session's TimeZone on PostgreSQL, the reading process's local time
 on SQLite (which has no named zones).
 
 The daily views group the steps over the whole history: fine for a query by hand; dashboards group the steps
@@ -49,6 +53,11 @@ VIEWS = (
 MAX_SITE_WH_PER_S = 500_000 / 3600
 MAX_INVERTER_J_PER_S = 2_000
 JITTER_WH = 10  # a counter may step back by a little without a reset; a step up by it is allowed too
+# An inverter's report covers at most the 15 minutes before it (the report's MAX_HOLD_S).
+REPORT_S = 900
+# Unchanged reports are stored every 30 minutes, so up to ~35 minutes between rows is normal; the views cannot
+# see the run log, so any interval up to an hour counts as watched, and a longer one holds the power an hour.
+MAX_HOLD_S = 3600
 
 
 def _common() -> dict[str, str]:
@@ -135,10 +144,17 @@ def _meter_steps(day: str, day_start: str, seconds: str, previous: str) -> str:
     )
 
 
-def _inverter_steps(day: str, day_start: str, seconds: str, previous: str) -> str:
-    wh = _step(
+def _inverter_steps(day: str, day_start: str, seconds: str, previous: str, least: str) -> str:
+    counter = _step(
         "joules_lifetime", seconds, per_second=MAX_INVERTER_J_PER_S, jitter=JITTER_WH * 3600.0, per_wh=3600.0
     )
+    # Without a counter on either row: the row's watts over its report, the previous row's over the rest.
+    report, held = f"{least}({seconds}, {REPORT_S})", f"{least}({seconds}, {MAX_HOLD_S})"
+    power = (
+        f"(CASE WHEN c.watts > 0 THEN c.watts ELSE 0.0 END * {report}"
+        f" + CASE WHEN p.watts > 0 THEN p.watts ELSE 0.0 END * ({held} - {report})) / 3600.0"
+    )
+    wh = f"CASE WHEN c.joules_lifetime IS NULL OR p.joules_lifetime IS NULL THEN {power} ELSE {counter} END"
     return (
         f"SELECT c.reported_at AS time, {day} AS day, {day_start} AS day_start,"
         " g.serial AS gateway, g.name AS gateway_name, s.device AS inverter,"
@@ -169,6 +185,7 @@ def _sqlite() -> dict[str, str]:
             *day("c.reported_at"),
             "(c.reported_at - p.reported_at)",
             previous("inverter_readings", "reported_at"),
+            "min",
         ),
     }
 
@@ -196,7 +213,8 @@ def _postgresql() -> dict[str, str]:
         "envoylog_inverter_steps": _inverter_steps(
             *day("c.reported_at"),
             "date_part('epoch', c.reported_at - p.reported_at)",
-            previous("inverter_readings", "reported_at", "q.joules_lifetime"),
+            previous("inverter_readings", "reported_at", "q.watts, q.joules_lifetime"),
+            "LEAST",
         ),
     }
 
