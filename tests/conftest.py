@@ -8,7 +8,7 @@ import subprocess
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -185,6 +185,24 @@ def sim(tmp_path: Path) -> Iterator[Simulator]:
 def site(sim: Simulator, db_url: str) -> Site:
     """The simulator and an empty database on SQLite and PostgreSQL."""
     return Site(sim, db_url)
+
+
+@pytest.fixture
+def start_site(
+    db_url: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Callable[[str], Site]]:
+    """Start a simulator of another profile and point the environment at it; stopped after the test."""
+    started: list[Simulator] = []
+
+    def start(profile: str) -> Site:
+        simulator = Simulator(profile, state_dir=tmp_path / f"sim-{profile}").start()
+        started.append(simulator)
+        point_at(monkeypatch, simulator, db_url)
+        return Site(simulator, db_url)
+
+    yield start
+    for simulator in started:
+        simulator.stop()
 
 
 @pytest.fixture

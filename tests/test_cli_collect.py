@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,24 +56,6 @@ def cli(site: Site, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Site
     """The metered simulator and a fresh database, with the environment pointing the CLI at both."""
     point_at(monkeypatch, site.sim, site.db_url)
     return site
-
-
-@pytest.fixture
-def start_site(
-    db_url: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Callable[[str], Site]]:
-    """Start a simulator of another profile and point the environment at it; stopped after the test."""
-    started: list[Simulator] = []
-
-    def start(profile: str) -> Site:
-        simulator = Simulator(profile, state_dir=tmp_path / f"sim-{profile}").start()
-        started.append(simulator)
-        point_at(monkeypatch, simulator, db_url)
-        return Site(simulator, db_url)
-
-    yield start
-    for simulator in started:
-        simulator.stop()
 
 
 def envoylog(*args: str, input: str | None = None) -> Result:

@@ -17,13 +17,13 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Site, point_at
+from conftest import Site
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,7 +34,6 @@ from envoylog.cli import app
 from envoylog.collect.run import HandOffFailed, collect_all
 from envoylog.handoff.state import GatewayState, Latest, RunFacts
 from envoylog.handoff.textfile import format_textfile, metric_names
-from envoylog.simulator import Simulator
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,24 +50,6 @@ UNITLESS = {
     "envoylog_run_rows_added",
 }
 UNITS = ("_watts", "_joules", "_seconds", "_ratio")
-
-
-@pytest.fixture
-def start_site(
-    db_url: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Callable[[str], Site]]:
-    """Start a simulator of a profile and point the environment at it; stopped after the test."""
-    started: list[Simulator] = []
-
-    def start(profile: str) -> Site:
-        simulator = Simulator(profile, state_dir=tmp_path / f"sim-{profile}").start()
-        started.append(simulator)
-        point_at(monkeypatch, simulator, db_url)
-        return Site(simulator, db_url)
-
-    yield start
-    for simulator in started:
-        simulator.stop()
 
 
 def envoylog(*args: str) -> Result:
