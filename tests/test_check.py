@@ -68,8 +68,8 @@ def test_a_configured_gateway_never_read_is_said(site: Site) -> None:
         (home, failed) = collect_all(settings, cloud_verify=str(site.sim.ca_file), clock=site.sim.clock.now)
         assert home.error is None and failed.error is not None
     (line,) = check(settings, site.sim.clock.now()).said
-    assert line.startswith("garage (never read): no successful read ever (")
-    assert "collect runs, the last failed: " in line
+    assert line.startswith("garage (never read): never read successfully; collect runs, the last failed: ")
+    assert "cannot reach https://127.0.0.1:9: connection refused" in line
 
 
 # --- the simulated gateway, collected as cron does ---

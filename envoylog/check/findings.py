@@ -62,22 +62,21 @@ def stale(
     if last_success is not None and now - last_success <= limit:
         return None
     since = last_success or last_run or now
-    if last_run is None or now - last_run > limit:
-        ran = f"no collect has run since {_utc(last_run)}" if last_run else "no collect has run"
-        return Finding(
-            "stale",
-            "",
-            since,
-            f"nothing collected for {duration_text(now - since)}: {ran} "
-            "(is cron running `envoylog collect`?)",
-        )
+    cron = "(is cron running `envoylog collect`?)"
+    if last_run is None:
+        return Finding("stale", "", since, f"never collected: no collect has run {cron}")
+    if now - last_run > limit:
+        read = f"nothing collected for {duration_text(now - since)}" if last_success else "never read"
+        return Finding("stale", "", since, f"{read}: no collect has run since {_utc(last_run)} {cron}")
     why = f": {last_error}" if last_error else ""
-    success = f"since {_utc(last_success)}" if last_success else "ever"
+    if last_success is None:
+        return Finding("stale", "", since, f"never read successfully; collect runs, the last failed{why}")
     return Finding(
         "stale",
         "",
         since,
-        f"no successful read {success} ({duration_text(now - since)}); collect runs, the last failed{why}",
+        f"no successful read since {_utc(last_success)} ({duration_text(now - since)}); "
+        f"collect runs, the last failed{why}",
     )
 
 
