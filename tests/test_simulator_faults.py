@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from test_history import query
 from typer.testing import CliRunner
 
 from envoylog.cli import app
@@ -48,15 +48,6 @@ def fill_both(db_url: str, faults: tuple[InverterFault, ...]) -> tuple[GatewayMo
     )
     metered = get_profile("metered")
     return GatewayModel(metered), GatewayModel(replace(metered, inverter_faults=faults))
-
-
-def query(db_url: str, sql: str, **params: Any) -> list[Any]:
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql), params))
-    finally:
-        engine.dispose()
 
 
 def last_reports(db_url: str, gateway: str) -> dict[str, float]:
