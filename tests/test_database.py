@@ -9,6 +9,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -17,8 +19,16 @@ from typer.testing import CliRunner
 
 from envoylog.cli import app
 from envoylog.db.engine import create_db_engine
-from envoylog.db.migrate import current_revision, head_revision, open_database, upgrade
+from envoylog.db.migrate import (
+    HEAD_REVISION,
+    alembic_config,
+    current_revision,
+    head_revision,
+    open_database,
+    upgrade,
+)
 from envoylog.db.models import Base
+from envoylog.errors import DatabaseError
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
@@ -110,3 +120,38 @@ def test_module_entry_point_runs_outside_the_source_tree(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "e.db").exists()
+
+
+def test_the_head_the_code_knows_is_the_scripts_head() -> None:
+    # open_database skips Alembic when the database is at HEAD_REVISION: a new migration must move it.
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_database_at_head_is_opened_without_loading_alembic(db_url: str) -> None:
+    open_database(db_url, create=True).dispose()
+    # A fresh interpreter, as cron starts one: open the database at head and report what got imported.
+    code = (
+        "import sys\n"
+        "from envoylog.db.migrate import open_database, current_revision\n"
+        f"engine = open_database({db_url!r}, create=True)\n"
+        "print(current_revision(engine), any(name.split('.')[0] == 'alembic' for name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [HEAD_REVISION, "False"]
+
+
+def test_an_older_database_is_still_upgraded_and_a_newer_one_refused(db_url: str) -> None:
+    open_database(db_url, create=True).dispose()
+    engine = create_db_engine(db_url, create=False)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0008")
+        assert current_revision(engine) == "0008"
+        open_database(db_url, create=False).dispose()  # not at head: Alembic upgrades it
+        assert current_revision(engine) == HEAD_REVISION
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+        with pytest.raises(DatabaseError, match="newer than this envoylog's"):
+            open_database(db_url, create=False)
+    finally:
+        engine.dispose()

@@ -1,15 +1,15 @@
-"""Alembic, driven from code: find the scripts (in the wheel or the source tree), upgrade under a lock."""
+"""Alembic, driven from code: find the scripts (in the wheel or the source tree), upgrade under a lock.
+
+Alembic is imported only when the schema is not at HEAD_REVISION: a cron `collect` on a database that is
+up to date reads the revision with one query and never loads Alembic's runtime.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,6 +24,13 @@ from envoylog.db.engine import (
 from envoylog.db.lock import PG_LOCK_KEY
 from envoylog.errors import DatabaseError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest migration in migrations/versions; a test keeps it equal to the scripts' head.
+HEAD_REVISION = "0009"
+VERSION_TABLE = "alembic_version"
+
 
 def migrations_dir() -> Path:
     """The Alembic script directory: packaged in the wheel, or `migrations/` in a source checkout."""
@@ -36,6 +43,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config pointing at the scripts, optionally bound to an open connection."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
@@ -45,23 +54,39 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str | None:
     """The newest revision the scripts know."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at; None for an empty database."""
+    """The revision the database is at; None for an empty database. One query when there is one."""
     try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+        try:
+            with engine.connect() as conn:
+                versions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()  # noqa: S608
+        except SQLAlchemyError:
+            with engine.connect() as conn:
+                if not inspect(conn).has_table(VERSION_TABLE):
+                    return None  # a new (or foreign) database: no envoylog schema yet
+            raise
     except SQLAlchemyError as exc:
         reason = describe_db_error(exc)
         if engine.dialect.name == "sqlite":
             reason = describe_sqlite_trouble(Path(engine.url.database or "")) or reason
         raise DatabaseError(f"cannot open {describe_location(engine)}: {reason}") from None
+    if len(versions) > 1:
+        raise DatabaseError(
+            f"{describe_location(engine)} is at several revisions at once: {', '.join(versions)}"
+        )
+    return versions[0] if versions else None
 
 
 def upgrade(engine: Engine) -> bool:
     """Upgrade to the newest revision, one process at a time; True when something was applied."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     head = head_revision()
     try:
         with engine.connect() as conn:
@@ -94,6 +119,8 @@ def open_database(
     engine = create_db_engine(url, create=create, connections=connections, **pool)
     try:
         revision = current_revision(engine)
+        if revision == HEAD_REVISION:
+            return engine  # the steady state: no Alembic
         _check_known(revision)
         if revision is None and not create:
             raise NoDatabase(f"{describe_location(engine)} holds no envoylog data: {FIRST_STEP}")
@@ -109,6 +136,9 @@ def _check_known(revision: str | None) -> None:
     """Refuse a database that a newer envoylog has upgraded: this one cannot know its tables."""
     if revision is None:
         return
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
     scripts = ScriptDirectory.from_config(alembic_config())
     try:
         known = scripts.get_revision(revision) is not None

@@ -1,0 +1,92 @@
+"""A steady-state `envoylog collect` as cron runs it, against a bare import of its libraries, in paired runs.
+
+    python benchmarks/collect_process.py [--rounds 7] [--other-tree PATH] [--postgres URL]
+
+Starts the simulated gateway (`envoylog simulate`, the metered profile) as a process, collects once (the
+first login and discovery), then each round runs, one after another: the baseline `python -c "import
+sqlalchemy, requests"`, then `envoylog collect` from this tree (and from `--other-tree`, a checkout of another
+revision, when given), each a new process. It prints the median CPU time (user + system) and peak resident
+memory of each, and the CPU ratio to the baseline of the same rounds (issue 14's target: at most 1.5x, 60 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scratch_db import scratch_database
+from sim_process import start_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = [sys.executable, "-c", "import sqlalchemy, requests"]
+COLLECT = [sys.executable, "-m", "envoylog", "collect"]
+
+
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """CPU seconds and peak resident MB of one process (RUSAGE_CHILDREN's maxrss is the largest child yet,
+    so memory is read by the child itself through /usr/bin/time-like wrapping: a small Python shim)."""
+    shim = (
+        "import resource, runpy, sys; sys.argv = sys.argv[1:]; "
+        "code = 0\n"
+        "try:\n"
+        "    runpy.run_module(sys.argv[0], run_name='__main__') if sys.argv[0] != '-c' else exec(sys.argv[1])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code or 0\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    args = command[2:] if command[1] == "-m" else ["-c", command[2]]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(  # noqa: S603 - our own code
+        [sys.executable, "-c", shim, *args], env=env, capture_output=True, text=True, check=False
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+    rss_mb = int(done.stderr.strip().splitlines()[-1]) / 1024
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), rss_mb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--other-tree", type=Path, help="a checkout of another revision to compare")
+    parser.add_argument("--postgres", help="a PostgreSQL URL (default: a SQLite file)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        db_url, cleanup = scratch_database(args.postgres, Path(folder), "collect_process", "envoylog-bench")
+        sim, env = start_simulator(["--profile", "metered", "--speed", "1"], db_url)
+        try:
+            trees = {"this tree": ROOT} | ({"other tree": args.other_tree.resolve()} if args.other_tree else {})
+            envs = {name: dict(env, PYTHONPATH=str(tree)) for name, tree in trees.items()}
+            measure(COLLECT, envs["this tree"])  # the first run: login, discovery, the schema
+            cpu: dict[str, list[float]] = {"baseline": [], **{name: [] for name in trees}}
+            rss: dict[str, list[float]] = {name: [] for name in cpu}
+            for _ in range(args.rounds):
+                for name in cpu:
+                    seconds, mb = measure(BASELINE if name == "baseline" else COLLECT, envs.get(name, env))
+                    cpu[name].append(seconds)
+                    rss[name].append(mb)
+        finally:
+            sim.terminate()
+            sim.wait()
+            cleanup()
+    base = statistics.median(cpu["baseline"])
+    print(f"{args.rounds} paired rounds on {'PostgreSQL' if args.postgres else 'SQLite'}; medians")
+    for name in cpu:
+        median = statistics.median(cpu[name])
+        print(
+            f"  {name:<11} CPU {median * 1000:7.1f} ms ({median / base:.2f}x)   "
+            f"peak RSS {statistics.median(rss[name]):5.1f} MB"
+        )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
