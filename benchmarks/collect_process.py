@@ -29,13 +29,16 @@ COLLECT = [sys.executable, "-m", "envoylog", "collect"]
 
 
 def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """CPU seconds and peak resident MB of one process (RUSAGE_CHILDREN's maxrss is the largest child yet,
-    so memory is read by the child itself through /usr/bin/time-like wrapping: a small Python shim)."""
+    """CPU seconds and peak resident MB of one process. RUSAGE_CHILDREN's maxrss is the largest child yet,
+    so the child reports its own, from a small shim that runs the command and prints it last on stderr."""
     shim = (
         "import resource, runpy, sys; sys.argv = sys.argv[1:]; "
         "code = 0\n"
         "try:\n"
-        "    runpy.run_module(sys.argv[0], run_name='__main__') if sys.argv[0] != '-c' else exec(sys.argv[1])\n"
+        "    if sys.argv[0] == '-c':\n"
+        "        exec(sys.argv[1])\n"
+        "    else:\n"
+        "        runpy.run_module(sys.argv[0], run_name='__main__')\n"
         "except SystemExit as exc:\n"
         "    code = exc.code or 0\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
@@ -63,7 +66,9 @@ def main() -> None:
         db_url, cleanup = scratch_database(args.postgres, Path(folder), "collect_process", "envoylog-bench")
         sim, env = start_simulator(["--profile", "metered", "--speed", "1"], db_url)
         try:
-            trees = {"this tree": ROOT} | ({"other tree": args.other_tree.resolve()} if args.other_tree else {})
+            trees = {"this tree": ROOT}
+            if args.other_tree:
+                trees["other tree"] = args.other_tree.resolve()
             envs = {name: dict(env, PYTHONPATH=str(tree)) for name, tree in trees.items()}
             measure(COLLECT, envs["this tree"])  # the first run: login, discovery, the schema
             cpu: dict[str, list[float]] = {"baseline": [], **{name: [] for name in trees}}
