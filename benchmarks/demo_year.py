@@ -75,19 +75,48 @@ def measure(
         }
     engine.dispose()
     total = size(db_url)
-    print(f"{name}: envoylog demo --days {args.days} --profile {args.profile}")
+    parts = table_bytes(db_url)
     print(f"  wall time {seconds:.1f} s, peak memory {usage.ru_maxrss / 1024:.0f} MB")
     print("  rows: " + ", ".join(f"{table} {count:,}" for table, count in counts.items()))
     print(f"  database {total / 1e6:.0f} MB, {total / args.days / 1e6:.2f} MB per day")
+    print("  per day: " + ", ".join(f"{table} {n / args.days / 1e3:,.0f} kB" for table, n in parts.items()))
+
+
+def table_bytes(db_url: str) -> dict[str, int]:
+    """The biggest tables, each with its indexes (SQLite: from its dbstat table, when it has one)."""
+    engine = create_engine(db_url)
+    if engine.dialect.name == "postgresql":
+        query = (
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        )
+    else:
+        query = (
+            "SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat AS d JOIN sqlite_schema AS m ON m.name = d.name"
+            " GROUP BY m.tbl_name"
+        )
+    try:
+        with engine.connect() as conn:
+            sizes = {str(name): int(n) for name, n in conn.execute(text(query))}
+    except Exception:  # a SQLite built without dbstat: the total only
+        sizes = {}
+    engine.dispose()
+    return dict(sorted(sizes.items(), key=lambda item: -item[1])[:5])
 
 
 def pg_bytes(db_url: str) -> int:
-    """Heap, indexes and TOAST of envoylog's tables in the schema the URL points at."""
+    """Heap, indexes and TOAST of every table in the schema the URL points at (views take no space)."""
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        total = sum(
-            int(conn.execute(text("SELECT pg_total_relation_size(:t)"), {"t": table}).scalar_one())
-            for table in TABLES
+        total = int(
+            conn.execute(
+                text(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c"
+                    " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+                )
+            ).scalar_one()
         )
     engine.dispose()
     return total

@@ -39,7 +39,8 @@ from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 
 from envoylog.db.bulk import save_rows_bulk
-from envoylog.db.models import AuthRecord, Event, Gateway, MeterSample, Run, Series
+from envoylog.db.models import AuthRecord, Event, Gateway, Run, Series
+from envoylog.db.stored import METER
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_VARIABLE = "ENVOYLOG_TEST_POSTGRES_URL"
@@ -265,13 +266,13 @@ def fill(
                 {"ids": list(ids.values())},
             ).scalars()
             readings = [
-                (sid, now - 60 * m, "eim", 1000.0 + m % 7, 1_000_000.0 - m)
+                (sid, now - 60 * m, 0, 1_000_000 + (m % 7) * 1000, 1_000_000_000 - m * 1000)
                 for sid in series_ids
                 for m in range(int(reading_hours * 60))
             ]
             counts["meter readings"] += save_rows_bulk(
                 conn,
-                _table(MeterSample),
+                METER.data,
                 ("series_id", "read_at", "source", "watts", "wh_lifetime"),
                 readings,
             )

@@ -7,13 +7,16 @@ import stat
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from pandas.testing import assert_frame_equal
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -28,7 +31,10 @@ from envoylog.db.migrate import (
     upgrade,
 )
 from envoylog.db.models import Base
+from envoylog.demo.filler import fill_history
 from envoylog.errors import DatabaseError
+from envoylog.reports.days import daily_report
+from envoylog.reports.export import TABLES, _chunks, _series
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
@@ -155,3 +161,54 @@ def test_an_older_database_is_still_upgraded_and_a_newer_one_refused(db_url: str
             open_database(db_url, create=False)
     finally:
         engine.dispose()
+
+
+def _exported(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stored reading, as `envoylog export` reads them, per table."""
+    start, end = datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC)
+    with engine.connect() as conn:
+        return {
+            name: [
+                row
+                for chunk in _chunks(conn, spec, _series(conn, spec, None), start, end, 10_000)
+                for row in chunk
+            ]
+            for name, spec in TABLES.items()
+        }
+
+
+def test_readings_stored_as_integers_upgrade_in_place_with_every_value_kept(db_url: str) -> None:
+    """A database of the float tables (0009) upgrades to the integer ones: the same rows, the same values at
+    the stored precision (thousandths; only a float's noise beyond them is gone), the same report."""
+    fill_history(db_url, date(2025, 6, 20), date(2025, 6, 21), profile="metered")
+    engine = create_db_engine(db_url, create=False)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0009")
+            assert "meter_readings" in inspect(conn).get_table_names()
+            # A float as the collector computed it (delivered minus received): noise in the 9th decimal.
+            conn.execute(
+                text("UPDATE meter_readings SET wh_lifetime = wh_lifetime + 3e-9 WHERE source = 'meters'")
+            )
+        before = _exported(engine)
+        report_before = daily_report(
+            engine, date(2025, 6, 20), date(2025, 6, 21), timezone="Europe/Amsterdam"
+        )
+        upgrade(engine)
+        assert current_revision(engine) == HEAD_REVISION
+        assert "meter_readings" in inspect(engine).get_view_names()
+        after = _exported(engine)
+        report_after = daily_report(engine, date(2025, 6, 20), date(2025, 6, 21), timezone="Europe/Amsterdam")
+    finally:
+        engine.dispose()
+
+    def at_stored_precision(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(round(v, 3) if isinstance(v, float) else v for v in row)
+
+    assert {name: len(rows) for name, rows in after.items()} == {
+        name: len(rows) for name, rows in before.items()
+    }
+    assert len(after["meters"]) > 5_000 and len(after["inverters"]) > 1_000
+    for name, rows in before.items():
+        assert after[name] == [at_stored_precision(row) for row in rows], name
+    assert_frame_equal(report_after, report_before)

@@ -306,7 +306,8 @@ def test_text_from_the_gateway_cannot_become_a_formula_or_a_terminal_command(
                 else datetime(2025, 6, 20, 23, tzinfo=UTC)
             )
             conn.execute(
-                text("INSERT INTO inverter_readings (series_id, reported_at, watts) VALUES (:s, :t, -5.0)"),
+                # -5 W, in the stored milliwatts
+                text("INSERT INTO inverter_data (series_id, reported_at, watts) VALUES (:s, :t, -5000)"),
                 {"s": series, "t": at},
             )
     engine.dispose()

@@ -13,8 +13,8 @@ from sqlalchemy.engine import Connection
 from envoylog.check.findings import DayEnergy, Reporting
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import gateways
-from envoylog.db.models import InverterSample, Series
-from envoylog.db.sql import table_of
+from envoylog.db.models import Series
+from envoylog.db.stored import INVERTER_READINGS
 from envoylog.reports.common import Day
 from envoylog.reports.counters import INVERTER_MEASURE, INVERTER_ROWS, METER_ROWS, SITE_MEASURES, day_energies
 from envoylog.reports.coverage import day_coverage
@@ -23,7 +23,7 @@ COVERED = 0.9  # a day (or window) the logger watched for less of tells nothing 
 # How far back the inverters' reports are read: a silent inverter stays said through a few dark days.
 REPORTING_LOOKBACK = timedelta(days=7)
 NIGHT_GAP = timedelta(hours=2)  # reports this far apart belong to two stretches of daylight
-INVERTERS = table_of(InverterSample)
+INVERTERS = INVERTER_READINGS
 
 
 @dataclass(frozen=True)

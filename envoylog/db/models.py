@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -99,58 +98,6 @@ class Series(Base):
     kind: Mapped[str] = mapped_column(String(20))
     phase: Mapped[int] = mapped_column(SmallInteger, default=0)  # 0: all phases; 1..3: L1..L3
     device: Mapped[str] = mapped_column(String(64), default="")  # inverter or battery serial; "" for the site
-
-
-class _Reading:
-    """The part every readings table shares: its key starts with the series."""
-
-    # The key is the series and the time: one index serves change detection and time-range reports,
-    # and SQLite stores the rows in that index itself (WITHOUT ROWID).
-    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_with_rowid": False}
-
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), primary_key=True)
-
-
-class MeterSample(_Reading, Base):
-    """A reading of a production, consumption or net-consumption channel."""
-
-    __tablename__ = "meter_readings"
-    read_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
-    source: Mapped[str] = mapped_column(String(16))  # "eim" | "meters" | "api_v1" | "inverters"
-    watts: Mapped[float]
-    wh_lifetime: Mapped[float | None]  # net consumption: imported minus exported
-    wh_imported_lifetime: Mapped[float | None]
-    wh_exported_lifetime: Mapped[float | None]
-    volts: Mapped[float | None]
-    amps: Mapped[float | None]
-    hz: Mapped[float | None]
-    power_factor: Mapped[float | None]
-
-
-class InverterSample(_Reading, Base):
-    """A micro-inverter's report."""
-
-    __tablename__ = "inverter_readings"
-    reported_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
-    watts: Mapped[float]
-    max_watts: Mapped[float | None]
-    joules_lifetime: Mapped[float | None]
-    ac_volts: Mapped[float | None]
-    ac_amps: Mapped[float | None]
-    dc_volts: Mapped[float | None]
-    dc_amps: Mapped[float | None]
-    hz: Mapped[float | None]
-    temperature_c: Mapped[float | None]
-
-
-class BatterySample(_Reading, Base):
-    """A battery's state of charge and power (positive: discharging)."""
-
-    __tablename__ = "battery_readings"
-    read_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
-    soc_percent: Mapped[float | None]
-    watts: Mapped[float | None]
-    wh_available: Mapped[float | None]
 
 
 class Run(Base):

@@ -10,13 +10,9 @@ from typing import Any
 from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.engine import Connection
 
-from envoylog.db.models import (
-    BatterySample,
-    InverterSample,
-    MeterSample,
-    Series,
-)
+from envoylog.db.models import Series
 from envoylog.db.sql import insert_ignore, table_of
+from envoylog.db.stored import BATTERY, INVERTER, METER, StoredReadings
 from envoylog.readings.model import InverterReading, MeterReading, Snapshot
 
 # --- gateways ---
@@ -77,30 +73,32 @@ def save_snapshot(
     batteries = {("battery", 0, b.serial or "acb"): b for b in snapshot.batteries}
     series_ids = find_series_ids(conn, gateway_id, [*meters, *inverters, *batteries])
     kind_of = {sid: key[0] for key, sid in series_ids.items()}
-    plans: list[tuple[Any, dict[tuple[str, int, str], Any], str, Sequence[str]]] = [
-        (MeterSample, meters, "read_at", _METER_VALUES),
-        (InverterSample, inverters, "reported_at", _INVERTER_VALUES),
-        (BatterySample, batteries, "read_at", _BATTERY_VALUES),
+    plans: list[tuple[ReadingTable, dict[tuple[str, int, str], Any]]] = [
+        (READING_TABLES["meter"], meters),
+        (READING_TABLES["inverter"], inverters),
+        (READING_TABLES["battery"], batteries),
     ]
     added = result.added
-    for model, readings, time_name, value_names in plans:
-        table = table_of(model)
+    for kind, readings in plans:
+        data, time_name = kind.stored.data, kind.time_column
         ids = [series_ids[k] for k in readings]
-        latest = _latest_values(conn, table, time_name, ids, value_names)
+        latest = load_latest_readings(conn, kind, ids)
         if now is not None and any(at > now + FUTURE_TOLERANCE for at, _ in latest.values()):
             gone = conn.execute(
-                delete(table).where(table.c.series_id.in_(ids), table.c[time_name] > now + FUTURE_TOLERANCE)
+                delete(data).where(data.c.series_id.in_(ids), data.c[time_name] > now + FUTURE_TOLERANCE)
             )
             result.removed += int(gone.rowcount or 0)
-            latest = _latest_values(conn, table, time_name, ids, value_names)
+            latest = load_latest_readings(conn, kind, ids)
+        heartbeat = INVERTER_HEARTBEAT if kind.stored is INVERTER else None
         rows = []
         for key, reading in readings.items():
             sid = series_ids[key]
             at = getattr(reading, time_name)
-            values = {name: getattr(reading, name) for name in value_names}
-            if is_new(latest.get(sid), at, values, INVERTER_HEARTBEAT if model is InverterSample else None):
-                rows.append({"series_id": sid, time_name: at, **values})
-        for sid in insert_ignore(conn, table, rows, ["series_id", time_name]):
+            # Compared as stored: a reading finer than the stored thousandths is no change.
+            values = kind.stored.quantize({name: getattr(reading, name) for name in kind.value_columns})
+            if is_new(latest.get(sid), at, values, heartbeat):
+                rows.append({"series_id": sid, time_name: at, **kind.stored.encode(values)})
+        for sid in insert_ignore(conn, data, rows, ["series_id", time_name]):
             added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
     return result
 
@@ -194,17 +192,25 @@ def _latest_values(
 
 @dataclass(frozen=True)
 class ReadingTable:
-    """A readings table: its time column and the value columns that change detection compares."""
+    """A kind of reading: how it is stored, and the value columns that change detection compares."""
 
-    table: Table
-    time_column: str
+    stored: StoredReadings
     value_columns: tuple[str, ...]
+
+    @property
+    def table(self) -> Table:
+        """The view the readings are read from."""
+        return self.stored.view
+
+    @property
+    def time_column(self) -> str:
+        return self.stored.time_column
 
 
 READING_TABLES = {
-    "meter": ReadingTable(table_of(MeterSample), "read_at", _METER_VALUES),
-    "inverter": ReadingTable(table_of(InverterSample), "reported_at", _INVERTER_VALUES),
-    "battery": ReadingTable(table_of(BatterySample), "read_at", _BATTERY_VALUES),
+    "meter": ReadingTable(METER, _METER_VALUES),
+    "inverter": ReadingTable(INVERTER, _INVERTER_VALUES),
+    "battery": ReadingTable(BATTERY, _BATTERY_VALUES),
 }
 
 
@@ -241,13 +247,8 @@ def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
         )
     }
     rows: list[LatestRow] = []
-    for model, time_name, names in (
-        (MeterSample, "read_at", _METER_VALUES),
-        (InverterSample, "reported_at", _INVERTER_VALUES),
-        (BatterySample, "read_at", _BATTERY_VALUES),
-    ):
-        table = table_of(model)
-        for sid, (at, values) in _latest_values(conn, table, time_name, list(series), names).items():
+    for table in READING_TABLES.values():
+        for sid, (at, values) in load_latest_readings(conn, table, list(series)).items():
             kind, phase, device = series[sid]
             rows.append(LatestRow(kind, phase, device, at, values))
     return rows
@@ -256,8 +257,8 @@ def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
 def count_rows(conn: Connection, gateway_id: int) -> dict[str, int]:
     """Stored reading rows of a gateway, per table."""
     counts = {}
-    for name, model in (("meter", MeterSample), ("inverter", InverterSample), ("battery", BatterySample)):
-        table = table_of(model)
+    for name, kind in READING_TABLES.items():
+        table = kind.stored.data
         query = (
             select(func.count())
             .select_from(table.join(table_of(Series), table.c.series_id == Series.id))
@@ -275,8 +276,8 @@ def count_rows_by_gateway(
     Counting reads every row counted (an index-only scan at best): its cost grows with what is stored.
     """
     counts: dict[int, dict[str, int]] = {}
-    for name, model in (("meter", MeterSample), ("inverter", InverterSample), ("battery", BatterySample)):
-        table = table_of(model)
+    for name, kind in READING_TABLES.items():
+        table = kind.stored.data
         per_series = select(table.c.series_id, func.count().label("rows")).group_by(table.c.series_id)
         if gateway_ids is not None:
             mine = select(Series.id).where(Series.gateway_id.in_(list(gateway_ids)))

@@ -29,6 +29,7 @@ from envoylog.db.engine import SQLITE_BEGIN, describe_db_error
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
 from envoylog.db.runs import RUNS_TABLE, load_run_minutes
+from envoylog.db.stored import encode_value
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.readings.endpoints import SLOW_EVERY
 from envoylog.readings.model import GatewayInfo
@@ -267,7 +268,7 @@ def _store(
     def flush(conn: Connection, name: str) -> None:
         table = samples.READING_TABLES[name]
         columns = ["series_id", table.time_column, *table.value_columns]
-        state.rows_added[name] += save_rows_bulk(conn, table.table, columns, rows[name])
+        state.rows_added[name] += save_rows_bulk(conn, table.stored.data, columns, rows[name])
         rows[name] = []
 
     with _transaction(engine) as conn:
@@ -333,10 +334,16 @@ def _values_at(values: Values, index: int) -> dict[str, Any]:
 
 
 def _rows(series_id: int, series: _Series, keep: NDArray[np.bool_]) -> list[tuple[Any, ...]]:
+    """The kept readings as stored rows: integers in the stored units (`db/stored.py`)."""
     count = int(keep.sum())
+    stored = samples.READING_TABLES[series.table].stored
     columns: list[list[Any]] = [[series_id] * count, series.times[keep].tolist()]
-    for value in series.values.values():
-        columns.append(value[keep].tolist() if isinstance(value, np.ndarray) else [value] * count)
+    for name, value in series.values.items():
+        scale = stored.scales.get(name)
+        if isinstance(value, np.ndarray) and scale is not None:
+            columns.append(np.rint(value[keep] * scale).astype(np.int64).tolist())
+        else:
+            columns.append([encode_value(name, value, stored.scales)] * count)
     return list(zip(*columns, strict=True))
 
 

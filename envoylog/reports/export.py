@@ -13,13 +13,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.db.engine import describe_db_error
 from envoylog.db.gateways import lookup_gateways
-from envoylog.db.models import BatterySample, InverterSample, MeterSample, Series
+from envoylog.db.models import Series
+from envoylog.db.stored import BATTERY_READINGS, INVERTER_READINGS, METER_READINGS
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.times import local_day_bounds, zone_of
 
@@ -30,7 +31,7 @@ CHUNK_ROWS = 50_000
 class ExportTable:
     """What one export table holds: the series it takes, the columns it writes, where they come from."""
 
-    model: Any
+    model: Table  # the readings view
     kinds: tuple[str, ...]
     series_columns: tuple[str, ...]  # from the series: "gateway" (its serial), "kind", "phase", "serial"
     time_column: str
@@ -48,48 +49,25 @@ class ExportTable:
         return len(self.series_columns)
 
 
+def _values(view: Table) -> tuple[str, ...]:
+    """A readings view's value columns, in its order: all but the series and the time."""
+    return tuple(column.name for column in view.columns if not column.primary_key)
+
+
 TABLES = {
     "meters": ExportTable(
-        MeterSample,
+        METER_READINGS,
         ("production", "consumption", "net_consumption"),
         ("gateway", "kind", "phase"),
         "read_at",
-        (
-            "source",
-            "watts",
-            "wh_lifetime",
-            "wh_imported_lifetime",
-            "wh_exported_lifetime",
-            "volts",
-            "amps",
-            "hz",
-            "power_factor",
-        ),
+        _values(METER_READINGS),
         text_values=("source",),
     ),
     "inverters": ExportTable(
-        InverterSample,
-        ("inverter",),
-        ("gateway", "serial"),
-        "reported_at",
-        (
-            "watts",
-            "max_watts",
-            "joules_lifetime",
-            "ac_volts",
-            "ac_amps",
-            "dc_volts",
-            "dc_amps",
-            "hz",
-            "temperature_c",
-        ),
+        INVERTER_READINGS, ("inverter",), ("gateway", "serial"), "reported_at", _values(INVERTER_READINGS)
     ),
     "batteries": ExportTable(
-        BatterySample,
-        ("battery",),
-        ("gateway", "serial"),
-        "read_at",
-        ("soc_percent", "watts", "wh_available"),
+        BATTERY_READINGS, ("battery",), ("gateway", "serial"), "read_at", _values(BATTERY_READINGS)
     ),
 }
 
@@ -104,14 +82,14 @@ def _chunks(
 ) -> Generator[list[tuple[Any, ...]]]:
     """The rows of every chosen series, a chunk at a time, series by series in time order."""
     model = spec.model
-    time_column = getattr(model, spec.time_column)
-    values = [getattr(model, name) for name in spec.value_columns]
+    time_column = model.c[spec.time_column]
+    values = [model.c[name] for name in spec.value_columns]
     # yield_per streams the rows (a server-side cursor on PostgreSQL) instead of fetching them all.
     streaming = conn.execution_options(yield_per=chunk_rows)
     for sid, prefix in series:
         query = (
             select(time_column, *values)
-            .where(model.series_id == sid, time_column >= start, time_column < end)
+            .where(model.c.series_id == sid, time_column >= start, time_column < end)
             .order_by(time_column)
         )
         with streaming.execute(query) as result:

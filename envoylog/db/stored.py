@@ -1,0 +1,168 @@
+"""How readings are stored: tables of integers, and views under the readings' names that show them as floats.
+
+Every value is kept as an integer in thousandths of its unit (milliwatts, milliwatt-hours, millivolts,
+milliamperes, millihertz, thousandths of a power factor, of a percent, of a degree), an inverter's energy in
+whole joules, and a meter's source as a small code. The gateway reports no value finer than that (its JSON has
+at most three decimals; device data comes in mV, mA and mHz), so nothing is lost, and an integer takes one to
+six bytes in SQLite where a float takes eight (four in PostgreSQL for all but the lifetime counters).
+
+Readers read the views (`meter_readings`, `inverter_readings`, `battery_readings`): they divide in the
+database, which gives the same float as the gateway's decimal, so reports, `check`, exports, Grafana and
+notebooks see the rows they always saw. Writers write the `*_data` tables, through `encode`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+)
+
+from envoylog.db.models import Base
+from envoylog.db.types import UtcDateTime
+
+# The meter's sources, by code: 0 and 1 take no bytes at all in a SQLite row.
+SOURCES = ("eim", "meters", "api_v1", "inverters")
+SOURCE_CODES = {name: code for code, name in enumerate(SOURCES)}
+
+MILLI = 1000  # the stored integer per unit
+WHOLE = 1
+
+# Value columns in their stored types and scales. PostgreSQL lays a row out in column order, so the
+# eight-byte columns come first (no padding between them and the four-byte ones).
+_METER = (
+    ("wh_lifetime", BigInteger, MILLI),
+    ("wh_imported_lifetime", BigInteger, MILLI),
+    ("wh_exported_lifetime", BigInteger, MILLI),
+    ("watts", Integer, MILLI),
+    ("volts", Integer, MILLI),
+    ("amps", Integer, MILLI),
+    ("hz", Integer, MILLI),
+    ("power_factor", SmallInteger, MILLI),
+)
+_INVERTER = (
+    ("joules_lifetime", BigInteger, WHOLE),
+    ("watts", Integer, MILLI),
+    ("max_watts", Integer, MILLI),
+    ("ac_volts", Integer, MILLI),
+    ("ac_amps", Integer, MILLI),
+    ("dc_volts", Integer, MILLI),
+    ("dc_amps", Integer, MILLI),
+    ("hz", Integer, MILLI),
+    ("temperature_c", Integer, MILLI),
+)
+_BATTERY = (
+    ("wh_available", BigInteger, MILLI),
+    ("soc_percent", Integer, MILLI),
+    ("watts", Integer, MILLI),
+)
+_REQUIRED = {"meter": ("source", "watts"), "inverter": ("watts",), "battery": ()}
+
+# The views are not part of the schema's metadata: the migrations make them, and the comparison of models and
+# migrations looks at tables only.
+VIEWS = MetaData()
+
+
+def _data_table(name: str, time: str, values: Any, source: bool, required: tuple[str, ...]) -> Table:
+    columns: list[Column[Any]] = [
+        Column("series_id", Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True),
+        Column(time, UtcDateTime, primary_key=True),
+        *[Column(column, kind, nullable=column not in required) for column, kind, _ in values],
+    ]
+    if source:
+        columns.append(Column("source", SmallInteger, nullable=False))
+    return Table(name, Base.metadata, *columns, sqlite_with_rowid=False)
+
+
+def _view(name: str, time: str, order: tuple[str, ...]) -> Table:
+    columns: list[Column[Any]] = [
+        Column("series_id", Integer, primary_key=True),
+        Column(time, UtcDateTime, primary_key=True),
+    ]
+    columns += [Column(column, String(16) if column == "source" else Double) for column in order]
+    return Table(name, VIEWS, *columns)
+
+
+@dataclass(frozen=True)
+class StoredReadings:
+    """One kind of reading: the view readers read, the table writers write, and how a value is stored."""
+
+    view: Table
+    data: Table
+    time_column: str
+    scales: Mapping[str, int]  # value column -> stored integers per unit
+
+    def encode(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A row's values as stored: integers in their units, the source as its code."""
+        return {name: encode_value(name, value, self.scales) for name, value in values.items()}
+
+    def quantize(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The values as the view gives them back: what change detection compares with the newest row."""
+        out = {}
+        for name, value in values.items():
+            scale = self.scales.get(name)
+            out[name] = value if value is None or scale is None else round(value * scale) / scale
+        return out
+
+
+def encode_value(name: str, value: Any, scales: Mapping[str, int]) -> Any:
+    if value is None:
+        return None
+    if name == "source":
+        return SOURCE_CODES[value]
+    scale = scales.get(name)
+    return value if scale is None else round(value * scale)
+
+
+def _readings(name: str, time: str, values: Any, order: tuple[str, ...]) -> StoredReadings:
+    """`order`: the view's columns, in the order of the float tables the readings had before (0009)."""
+    source = "source" in order
+    return StoredReadings(
+        view=_view(f"{name}_readings", time, order),
+        data=_data_table(f"{name}_data", time, values, source, _REQUIRED[name]),
+        time_column=time,
+        scales={column: scale for column, _, scale in values},
+    )
+
+
+METER = _readings(
+    "meter",
+    "read_at",
+    _METER,
+    (
+        *("source", "watts", "wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime"),
+        *("volts", "amps", "hz", "power_factor"),
+    ),
+)
+INVERTER = _readings(
+    "inverter",
+    "reported_at",
+    _INVERTER,
+    (
+        "watts",
+        "max_watts",
+        "joules_lifetime",
+        "ac_volts",
+        "ac_amps",
+        "dc_volts",
+        "dc_amps",
+        "hz",
+        "temperature_c",
+    ),
+)
+BATTERY = _readings("battery", "read_at", _BATTERY, ("soc_percent", "watts", "wh_available"))
+
+METER_READINGS = METER.view
+INVERTER_READINGS = INVERTER.view
+BATTERY_READINGS = BATTERY.view
