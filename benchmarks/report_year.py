@@ -37,6 +37,7 @@ import pandas as pd
 from sqlalchemy import Engine, text
 
 from envoylog.db.migrate import open_database
+from envoylog.db.stored import INVERTER, METER, SOURCE_CODES, StoredReadings
 from envoylog.reports import daily_report, inverter_report
 
 ZONE = "Europe/Amsterdam"
@@ -144,7 +145,7 @@ def build_history(engine: Engine, days: int, *, net_counters: bool = True) -> No
     """Replace the database's contents by `days` days of the reference system, starting on FIRST_DAY."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        for table in ("runs", "meter_readings", "inverter_readings", "series", "gateways"):
+        for table in ("runs", "meter_data", "inverter_data", "series", "gateways"):
             conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608
         conn.execute(
             text(
@@ -181,8 +182,10 @@ def build_history(engine: Engine, days: int, *, net_counters: bool = True) -> No
         reset = FIRST_DAY + timedelta(days=RESET_DAY)
         reset_at = int(datetime.combine(reset, datetime.min.time(), zone).timestamp()) + 12 * 3600
         meters, inverters, runs = state.chunk(start, end, outages, reset_at if reset in chunk_days else None)
-        _bulk_insert(engine, "meter_readings", METER_COLUMNS, meters, ("read_at",))
-        _bulk_insert(engine, "inverter_readings", INVERTER_COLUMNS, inverters, ("reported_at",))
+        _bulk_insert(engine, "meter_data", METER_COLUMNS, _stored(meters, METER), ("read_at",))
+        _bulk_insert(
+            engine, "inverter_data", INVERTER_COLUMNS, _stored(inverters, INVERTER), ("reported_at",)
+        )
         _bulk_insert(engine, "runs", RUN_COLUMNS, runs, ("started_at", "finished_at"))
     if engine.dialect.name == "postgresql":
         # What autovacuum does to a table that grew for a year: statistics, and the visibility map that
@@ -337,6 +340,17 @@ def _sun(t: np.ndarray) -> np.ndarray:
     return np.where(up, height * np.sin(math.pi * (hours - rise) / length), 0.0)
 
 
+def _stored(frame: pd.DataFrame, stored: StoredReadings) -> pd.DataFrame:
+    """Readings as their table stores them: integers in thousandths, the source as its code."""
+    frame = frame.copy()
+    for name, scale in stored.scales.items():
+        if name in frame:
+            frame[name] = (frame[name].astype("float64") * scale).round().astype("Int64")
+    if "source" in frame:
+        frame["source"] = frame["source"].map(SOURCE_CODES)
+    return frame
+
+
 def _bulk_insert(
     engine: Engine, table: str, columns: str, frame: pd.DataFrame, times: tuple[str, ...]
 ) -> None:
@@ -366,7 +380,14 @@ def _bulk_insert(
 
 def _rows(frame: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
     for row in frame.itertuples(index=False, name=None):
-        yield tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row)
+        yield tuple(_value(v) for v in row)
+
+
+def _value(v: Any) -> Any:
+    if v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    # numpy's integers as Python's: sqlite3 would store them as blobs.
+    return v.item() if isinstance(v, np.integer) else v
 
 
 if __name__ == "__main__":
