@@ -37,10 +37,14 @@ SITE_ZONE = "Europe/Amsterdam"  # the simulated site's: the demo fills its local
 
 
 def run(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, CPU seconds (user + system) and standard output of one process."""
+    """Wall seconds, CPU seconds (user + system) and standard output of one process.
+
+    It runs in the root folder: `python -m` puts the current folder first on the path, where a checkout's
+    `envoylog` would win over the PYTHONPATH that names the tree to measure.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    done = subprocess.run(command, env=env, cwd="/", capture_output=True, text=True, check=False)  # noqa: S603
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -76,15 +80,16 @@ def fill(db_url: str, days: int, env: dict[str, str]) -> None:
         # index-only scans skip the heap.
         engine = create_engine(db_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            for table in ("gateways", "series", "runs", "meter_readings", "inverter_readings"):
-                conn.execute(text(f"VACUUM ANALYZE {table}"))
+            tables = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))
+            for table in tables.scalars().all():
+                conn.execute(text(f'VACUUM ANALYZE "{table}"'))
         engine.dispose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--other-tree", type=Path, help="a checkout of another revision to compare")
+    parser.add_argument("--other-tree", type=Path, action="append", default=[], help="another checkout")
     parser.add_argument("--postgres", help="a PostgreSQL URL (default: a SQLite file)")
     parser.add_argument("--db", help="a database `envoylog demo --days 365` filled before (kept)")
     parser.add_argument("--days", type=int, default=365, help="days to fill (without --db)")
@@ -95,8 +100,8 @@ def main() -> None:
     env.pop("ENVOYLOG_DB", None)
     env.pop("ENVOYLOG_CONFIG", None)
     trees = {"this tree": ROOT}
-    if args.other_tree:
-        trees["other tree"] = args.other_tree.resolve()
+    for number, tree in enumerate(args.other_tree, 1):
+        trees[f"other tree {number}" if len(args.other_tree) > 1 else "other tree"] = tree.resolve()
     envs = {name: dict(env, PYTHONPATH=str(tree)) for name, tree in trees.items()}
     with tempfile.TemporaryDirectory() as folder:
         if args.db:
@@ -139,7 +144,7 @@ def main() -> None:
     for name in wall:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         print(
-            f"  {name:<17} wall {w * 1000:7.1f} ms ({w / base_wall:.2f}x)   "
+            f"  {name:<19} wall {w * 1000:7.1f} ms ({w / base_wall:.2f}x)   "
             f"CPU {c * 1000:7.1f} ms ({c / base_cpu:.2f}x)"
         )
     for kind, texts in outputs.items():
