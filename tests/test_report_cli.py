@@ -8,6 +8,7 @@ PostgreSQL); every test then reads that database through the command line.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import math
@@ -339,3 +340,16 @@ def test_the_command_line_imports_pandas_and_matplotlib_only_when_reporting() ->
     code = "import sys, envoylog.cli; print(sorted({'pandas', 'numpy', 'matplotlib'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_report_leaves_the_garbage_collector_as_it_was(db: Logged) -> None:
+    # The command collects no garbage while it runs (its process ends soon after); a program that runs it
+    # in-process gets its collector back as it was, on or off, after a report and after a refused one.
+    ok("--day", DAY.isoformat())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        failure("--day", DAY.isoformat(), "--gateway", "barn")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

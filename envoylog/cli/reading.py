@@ -175,33 +175,50 @@ def report(
     """Daily yield per local day: production, consumption, grid import and export, peak, coverage."""
 
     def action(options: Options) -> None:
-        from envoylog import reports
-        from envoylog.render import plots
-        from envoylog.render import report as report_output
+        # Imported here, pandas and the rendering only once the queries run, the plotting only for --plot:
+        # a report process loads what it uses, and loads it while the database works.
+        from envoylog.cli.process import in_background
+        from envoylog.reports.common import gateway_names
+        from envoylog.reports.days import daily_rows
+        from envoylog.reports.inverters import inverter_rows
         from envoylog.times import parse_period
 
         zone = options.settings().timezone
         first, last = parse_period(day=day, start=start, end=end, month=month, today=today_of(zone))
         if plot is not None:
+            from envoylog.render import plots
+
             plots.require_matplotlib(plot)
         with database_of(options) as engine:
-            days = reports.daily_report(engine, first, last, timezone=zone, gateway=gateway)
-            per_inverter = (
-                reports.inverter_report(engine, first, last, timezone=zone, gateway=gateway)
-                if inverters
-                else None
+            queried = in_background(
+                lambda: (
+                    daily_rows(engine, first, last, timezone=zone, gateway=gateway),
+                    inverter_rows(engine, first, last, timezone=zone, gateway=gateway) if inverters else None,
+                    gateway_names(engine),
+                )
             )
-            names = reports.gateway_names(engine)
-            curve = (
-                reports.power_curve(engine, first, timezone=zone, gateway=gateway)
-                if plot is not None and first == last
-                else None
-            )
+            from envoylog.render import report as report_output
+            from envoylog.reports.days import daily_frame
+            from envoylog.reports.inverters import inverter_frame
+
+            day_rows, inverter_days, names = queried.result()
+            days = daily_frame(day_rows)
+            per_inverter = inverter_frame(inverter_days) if inverter_days is not None else None
+            curve = None
+            if plot is not None and first == last:
+                from envoylog.reports.curve import power_curve
+
+                curve = power_curve(engine, first, timezone=zone, gateway=gateway)
         if plot is not None:
+            from envoylog.render import plots
+
             plots.plot_report(days, curve, first, last, timezone=zone, names=names, path=plot)
         typer.echo(report_output.render(days, per_inverter, zone, format.value, names))
 
-    run_cli(ctx, action)
+    from envoylog.cli.process import without_collections
+
+    with without_collections():
+        run_cli(ctx, action)
 
 
 @global_options

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import (
     Engine,
     select,
@@ -21,6 +20,9 @@ from envoylog.reports.counters import METER_ROWS, SITE_MEASURES, Energy, day_ene
 from envoylog.reports.coverage import Coverage, day_coverage
 from envoylog.reports.sql import IN_LIST, rows_param
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # --- the API ---
 
 
@@ -28,11 +30,28 @@ def daily_report(
     db: Engine | str, start: date, end: date, *, timezone: str, gateway: str | None = None
 ) -> pd.DataFrame:
     """One row per gateway and local day from `start` to `end` (inclusive): energy, peak, coverage, notes."""
+    return daily_frame(daily_rows(db, start, end, timezone=timezone, gateway=gateway))
+
+
+def daily_rows(
+    db: Engine | str, start: date, end: date, *, timezone: str, gateway: str | None = None
+) -> list[dict[str, Any]]:
+    """The rows of `daily_report`, as dicts with its columns: the queries, without pandas.
+
+    Nothing here loads pandas, so that `envoylog report` can query while pandas loads (see `daily_frame`).
+    """
     days = local_days(start, end, timezone)
     rows: list[dict[str, Any]] = []
     with connection(db) as conn:
         for gateway_id, serial in gateway_ids(conn, gateway):
             rows += _gateway_days(conn, gateway_id, serial, days)
+    return rows
+
+
+def daily_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The DataFrame of `daily_report` from the rows of `daily_rows`."""
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=DAILY_COLUMNS)
     for name in [*DAILY_COLUMNS[2:8], "coverage"]:
         frame[name] = frame[name].astype("float64")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import (
     Engine,
     select,
@@ -18,16 +17,33 @@ from envoylog.reports.common import Day, connection, gateway_ids, local_days
 from envoylog.reports.counters import INVERTER_MEASURE, INVERTER_ROWS, day_energies
 from envoylog.reports.coverage import day_coverage
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def inverter_report(
     db: Engine | str, start: date, end: date, *, timezone: str, gateway: str | None = None
 ) -> pd.DataFrame:
     """Energy per inverter and local day: from joules counters where reported, else from watts over time."""
+    return inverter_frame(inverter_rows(db, start, end, timezone=timezone, gateway=gateway))
+
+
+def inverter_rows(
+    db: Engine | str, start: date, end: date, *, timezone: str, gateway: str | None = None
+) -> list[dict[str, Any]]:
+    """The rows of `inverter_report`, as dicts with its columns: the queries, without pandas."""
     days = local_days(start, end, timezone)
     rows: list[dict[str, Any]] = []
     with connection(db) as conn:
         for gateway_id, serial in gateway_ids(conn, gateway):
             rows += _inverter_days(conn, gateway_id, serial, days)
+    return rows
+
+
+def inverter_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The DataFrame of `inverter_report` from the rows of `inverter_rows`."""
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=INVERTER_COLUMNS)
     frame["wh"] = frame["wh"].astype("float64")
     return frame

@@ -19,7 +19,6 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -47,6 +46,8 @@ def rows_param(
     # again for every row the query compares them with.
     names = [*numbers, *times]
     if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY  # not imported by a report on SQLite
+
         stamps = ARRAY(cast(Any, DateTime(timezone=True)))
         arrays = [bindparam(f"{name}_{n}", list(v), type_=ARRAY(Integer)) for n, v in numbers.items()]
         arrays += [bindparam(f"{name}_{n}", list(v), type_=stamps) for n, v in times.items()]
