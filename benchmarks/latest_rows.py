@@ -22,8 +22,7 @@ from sqlalchemy import Engine, text
 
 from envoylog.db import samples
 from envoylog.db.migrate import open_database
-from envoylog.db.models import MeterSample
-from envoylog.db.sql import table_of
+from envoylog.db.models import METER_READINGS
 
 SERIES = 40
 READING = {"source": "eim", "watts": 1}
@@ -62,7 +61,7 @@ def main() -> None:
 def fill(engine: Engine, rows: int) -> None:
     """One gateway, SERIES meter series, `rows` readings each, a minute apart."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    table = table_of(MeterSample)
+    table = METER_READINGS
     with engine.begin() as conn:
         conn.execute(
             text(

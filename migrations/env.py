@@ -8,9 +8,9 @@ from alembic import context
 from sqlalchemy import Connection
 
 from envoylog.db.engine import create_db_engine
-from envoylog.db.models import Base
+from envoylog.db.models import METADATA
 
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
 def run_on(connection: Connection) -> None:

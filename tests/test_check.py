@@ -25,8 +25,7 @@ from envoylog.cli import app
 from envoylog.collect.run import collect_all
 from envoylog.config import CheckSettings, GatewaySettings, Settings, load_settings
 from envoylog.db.migrate import open_database
-from envoylog.db.models import BatterySample, InverterSample, MeterSample, Run
-from envoylog.db.sql import table_of
+from envoylog.db.models import BATTERY_READINGS, INVERTER_READINGS, METER_READINGS, RUNS
 from envoylog.demo.filler import fill_history
 from envoylog.errors import EXIT_CODES, ConfigError
 from envoylog.simulator import EndpointFault, Quirks
@@ -240,10 +239,10 @@ HOME = "demo"  # the filler's gateway name
 
 
 TIMES = [
-    (table_of(Run), table_of(Run).c.started_at),
-    (table_of(InverterSample), table_of(InverterSample).c.reported_at),
-    (table_of(MeterSample), table_of(MeterSample).c.read_at),
-    (table_of(BatterySample), table_of(BatterySample).c.read_at),
+    (RUNS, RUNS.c.started_at),
+    (INVERTER_READINGS, INVERTER_READINGS.c.reported_at),
+    (METER_READINGS, METER_READINGS.c.read_at),
+    (BATTERY_READINGS, BATTERY_READINGS.c.read_at),
 ]
 
 

@@ -29,7 +29,7 @@ from typer.testing import CliRunner, Result
 from envoylog.cli import app
 from envoylog.db import claims
 from envoylog.db.migrate import open_database
-from envoylog.db.models import AuthRecord, Event, Problem, Run
+from envoylog.db.models import AUTH, EVENTS, PROBLEMS, RUNS
 from envoylog.gateway.routes import WAY_OUT
 from envoylog.simulator import EndpointFault, Quirks, Simulator
 
@@ -256,12 +256,10 @@ def test_status_shows_firmware_last_success_token_expiry_rows_and_the_last_error
     assert before.exit_code == 0
     lines = dict(line.strip().split(":", 1) for line in before.stdout.splitlines() if ":  " in line)
     assert lines["firmware"].strip() == "8.2.4345"
-    finished_at = stored_time(cli, Run.finished_at)
+    finished_at = stored_time(cli, RUNS.c.finished_at)
     assert lines["last success"].strip() == finished_at
     assert (
-        lines["token expires"]
-        .strip()
-        .startswith(stored_time(cli, AuthRecord.expires_at, AuthRecord.kind == "token"))
+        lines["token expires"].strip().startswith(stored_time(cli, AUTH.c.expires_at, AUTH.c.kind == "token"))
     )
     assert lines["rows stored"].strip().startswith(f"{count(cli, 'meter_readings'):,} meter, 30 inverter")
     assert lines["last error"].strip() == "none"
@@ -292,7 +290,7 @@ def test_status_shows_the_last_firmware_update_behind_the_events_after_it(cli: S
 
     cli.sim.set_faults(quirks=Quirks(firmware="8.3.5433"))
     assert_ok_and_silent(envoylog("collect"))
-    changed_at = stored_time(cli, Event.at, Event.kind == "firmware_changed")
+    changed_at = stored_time(cli, EVENTS.c.at, EVENTS.c.kind == "firmware_changed")
     lines = status_lines(envoylog("status"))
     assert list(lines)[:3] == ["firmware", "firmware update", "last success"]
     assert lines["firmware"] == "8.3.5433"
@@ -308,7 +306,7 @@ def test_status_tells_when_runs_ended_last_success_first(cli: Site) -> None:
     cli.sim.set_endpoint_fault("/production.json", EndpointFault(hang_seconds=1.2))
     assert_ok_and_silent(envoylog("collect"))
     cli.sim.set_endpoint_fault("/production.json", None)
-    started_at, finished_at = stored_time(cli, Run.started_at), stored_time(cli, Run.finished_at)
+    started_at, finished_at = stored_time(cli, RUNS.c.started_at), stored_time(cli, RUNS.c.finished_at)
     assert started_at < finished_at
     lines = status_lines(envoylog("status"))
     assert list(lines)[:4] == ["firmware", "last success", "last run", "last error"]
@@ -326,7 +324,7 @@ def test_status_tells_when_runs_ended_last_success_first(cli: Site) -> None:
     cli.sim.set_endpoint_fault("/info", EndpointFault(status=503))
     quiet_failure(envoylog("collect"), 4)
     cli.sim.set_endpoint_fault("/info", None)
-    failed_at = stored_time(cli, Run.finished_at, Run.outcome == "failed")
+    failed_at = stored_time(cli, RUNS.c.finished_at, RUNS.c.outcome == "failed")
     lines = status_lines(envoylog("status"))
     assert lines["last success"] == finished_at
     assert lines["last run"] == f"{failed_at} failed"
@@ -344,7 +342,7 @@ def test_status_tells_when_runs_ended_last_success_first(cli: Site) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and "/ivp/meters/readings" not in cli.requests():
             time.sleep(0.05)
-        since = stored_time(cli, Run.started_at, Run.outcome == "running")
+        since = stored_time(cli, RUNS.c.started_at, RUNS.c.outcome == "running")
         lines = status_lines(envoylog("status"))
         assert lines["last run"] == f"running since {since}"
         assert lines["last success"] == finished_at
@@ -782,8 +780,8 @@ def test_a_lasting_endpoint_failure_is_one_warning_under_cron_and_its_end_one_li
     cli.sim.set_endpoint_fault("/ivp/meters/readings", EndpointFault(status=500))
     assert_ok_and_silent(envoylog("collect"))  # partial, and new: the run log knows, no mail
     with cli.transaction() as conn:  # as if it had failed for the last 70 minutes
-        since = conn.execute(select(Problem.since)).scalar_one()
-        conn.execute(update(Problem).values(since=since - timedelta(minutes=70)))
+        since = conn.execute(select(PROBLEMS.c.since)).scalar_one()
+        conn.execute(update(PROBLEMS).values(since=since - timedelta(minutes=70)))
     crossing = envoylog("collect")
     assert crossing.exit_code == 0 and crossing.stdout == ""  # the rest was stored
     assert crossing.stderr == (

@@ -27,14 +27,14 @@ from envoylog.db.migrate import (
     open_database,
     upgrade,
 )
-from envoylog.db.models import Base
+from envoylog.db.models import METADATA
 from envoylog.errors import DatabaseError
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
     engine = open_database(db_url, create=True)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), METADATA)
     engine.dispose()
     assert diff == []
 

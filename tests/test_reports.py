@@ -25,7 +25,7 @@ from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import gateways, samples
 from envoylog.db.migrate import open_database
-from envoylog.db.models import Gateway, InverterSample, MeterSample, Run, Series
+from envoylog.db.models import GATEWAYS, INVERTER_READINGS, METER_READINGS, RUNS, SERIES
 from envoylog.db.runs import finish_run, start_run
 from envoylog.errors import ConfigError
 from envoylog.readings import model
@@ -115,8 +115,7 @@ def copy_rows(source_url: str, target_url: str) -> None:
     source, target = open_database(source_url, create=True), open_database(target_url, create=True)
     try:
         with source.connect() as reading, target.begin() as writing:
-            for model in (Gateway, Series, MeterSample, InverterSample, Run):
-                table = model.__table__
+            for table in (GATEWAYS, SERIES, METER_READINGS, INVERTER_READINGS, RUNS):
                 rows = [dict(row) for row in reading.execute(select(table)).mappings()]
                 if rows:
                     writing.execute(table.insert(), rows)

@@ -18,10 +18,8 @@ from sqlalchemy import BigInteger, Engine, literal_column, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from envoylog.db.models import Claim
-from envoylog.db.sql import dialect_insert, table_of
-
-CLAIMS_TABLE = table_of(Claim)
+from envoylog.db.models import CLAIMS
+from envoylog.db.sql import dialect_insert
 
 # Milliseconds since the epoch by the database's clock: the server's on PostgreSQL, the machine's on SQLite.
 _NOW_MS = {
@@ -76,14 +74,14 @@ def claim(
     """
     with engine.begin() as conn:
         now = _now(conn)
-        insert = dialect_insert(conn)(CLAIMS_TABLE).values(
+        insert = dialect_insert(conn)(CLAIMS).values(
             gateway_name=gateway_name,
             holder=holder,
             claimed_ms=now,
             until_ms=now + int(lease_s * 1000),
             done_ms=None,
         )
-        current = CLAIMS_TABLE.c
+        current = CLAIMS.c
         free: ColumnElement[bool] = current.until_ms <= insert.excluded.claimed_ms
         if run_started_ms is not None:
             free = free & (current.done_ms.is_(None) | (current.done_ms < run_started_ms))
@@ -113,8 +111,8 @@ def release(engine: Engine, gateway_name: str, holder: str) -> None:
     with engine.begin() as conn:
         now = _now(conn)
         conn.execute(
-            update(CLAIMS_TABLE)
-            .where(CLAIMS_TABLE.c.gateway_name == gateway_name, CLAIMS_TABLE.c.holder == holder)
+            update(CLAIMS)
+            .where(CLAIMS.c.gateway_name == gateway_name, CLAIMS.c.holder == holder)
             .values(until_ms=now, done_ms=now)
         )
 
@@ -123,9 +121,7 @@ def last_polled(engine: Engine) -> dict[str, int]:
     """When each gateway was last polled to the end (ms by the database's clock), by gateway name."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(CLAIMS_TABLE.c.gateway_name, CLAIMS_TABLE.c.done_ms).where(
-                CLAIMS_TABLE.c.done_ms.is_not(None)
-            )
+            select(CLAIMS.c.gateway_name, CLAIMS.c.done_ms).where(CLAIMS.c.done_ms.is_not(None))
         )
         return {name: int(done) for name, done in rows}
 

@@ -10,13 +10,8 @@ from typing import Any
 from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.engine import Connection
 
-from envoylog.db.models import (
-    BatterySample,
-    InverterSample,
-    MeterSample,
-    Series,
-)
-from envoylog.db.sql import insert_ignore, table_of
+from envoylog.db.models import BATTERY_READINGS, INVERTER_READINGS, METER_READINGS, SERIES
+from envoylog.db.sql import insert_ignore
 from envoylog.readings.model import InverterReading, MeterReading, Snapshot
 
 # --- gateways ---
@@ -77,14 +72,13 @@ def save_snapshot(
     batteries = {("battery", 0, b.serial or "acb"): b for b in snapshot.batteries}
     series_ids = find_series_ids(conn, gateway_id, [*meters, *inverters, *batteries])
     kind_of = {sid: key[0] for key, sid in series_ids.items()}
-    plans: list[tuple[Any, dict[tuple[str, int, str], Any], str, Sequence[str]]] = [
-        (MeterSample, meters, "read_at", _METER_VALUES),
-        (InverterSample, inverters, "reported_at", _INVERTER_VALUES),
-        (BatterySample, batteries, "read_at", _BATTERY_VALUES),
+    plans: list[tuple[Table, dict[tuple[str, int, str], Any], str, Sequence[str]]] = [
+        (METER_READINGS, meters, "read_at", _METER_VALUES),
+        (INVERTER_READINGS, inverters, "reported_at", _INVERTER_VALUES),
+        (BATTERY_READINGS, batteries, "read_at", _BATTERY_VALUES),
     ]
     added = result.added
-    for model, readings, time_name, value_names in plans:
-        table = table_of(model)
+    for table, readings, time_name, value_names in plans:
         ids = [series_ids[k] for k in readings]
         latest = _latest_values(conn, table, time_name, ids, value_names)
         if now is not None and any(at > now + FUTURE_TOLERANCE for at, _ in latest.values()):
@@ -98,7 +92,9 @@ def save_snapshot(
             sid = series_ids[key]
             at = getattr(reading, time_name)
             values = {name: getattr(reading, name) for name in value_names}
-            if is_new(latest.get(sid), at, values, INVERTER_HEARTBEAT if model is InverterSample else None):
+            if is_new(
+                latest.get(sid), at, values, INVERTER_HEARTBEAT if table is INVERTER_READINGS else None
+            ):
                 rows.append({"series_id": sid, time_name: at, **values})
         for sid in insert_ignore(conn, table, rows, ["series_id", time_name]):
             added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
@@ -146,11 +142,12 @@ def find_series_ids(
     """The ids of a gateway's series by (kind, phase, device), adding those that are new."""
     if not keys:
         return {}
-    table = table_of(Series)
     rows = [{"gateway_id": gateway_id, "kind": k, "phase": p, "device": d} for k, p, d in keys]
-    insert_ignore(conn, table, rows, ["gateway_id", "kind", "phase", "device"])
+    insert_ignore(conn, SERIES, rows, ["gateway_id", "kind", "phase", "device"])
     found = conn.execute(
-        select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+        select(SERIES.c.id, SERIES.c.kind, SERIES.c.phase, SERIES.c.device).where(
+            SERIES.c.gateway_id == gateway_id
+        )
     )
     return {(kind, phase, device): sid for sid, kind, phase, device in found}
 
@@ -171,7 +168,7 @@ def _latest_values(
     """
     if not series_ids:
         return {}
-    series = table_of(Series)
+    series = SERIES
     condition = table.c.series_id == series.c.id
     if before is not None:
         condition = and_(condition, table.c[time_column] < before)
@@ -202,9 +199,9 @@ class ReadingTable:
 
 
 READING_TABLES = {
-    "meter": ReadingTable(table_of(MeterSample), "read_at", _METER_VALUES),
-    "inverter": ReadingTable(table_of(InverterSample), "reported_at", _INVERTER_VALUES),
-    "battery": ReadingTable(table_of(BatterySample), "read_at", _BATTERY_VALUES),
+    "meter": ReadingTable(METER_READINGS, "read_at", _METER_VALUES),
+    "inverter": ReadingTable(INVERTER_READINGS, "reported_at", _INVERTER_VALUES),
+    "battery": ReadingTable(BATTERY_READINGS, "read_at", _BATTERY_VALUES),
 }
 
 
@@ -237,16 +234,17 @@ def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
     series = {
         sid: (kind, phase, device)
         for sid, kind, phase, device in conn.execute(
-            select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+            select(SERIES.c.id, SERIES.c.kind, SERIES.c.phase, SERIES.c.device).where(
+                SERIES.c.gateway_id == gateway_id
+            )
         )
     }
     rows: list[LatestRow] = []
-    for model, time_name, names in (
-        (MeterSample, "read_at", _METER_VALUES),
-        (InverterSample, "reported_at", _INVERTER_VALUES),
-        (BatterySample, "read_at", _BATTERY_VALUES),
+    for table, time_name, names in (
+        (METER_READINGS, "read_at", _METER_VALUES),
+        (INVERTER_READINGS, "reported_at", _INVERTER_VALUES),
+        (BATTERY_READINGS, "read_at", _BATTERY_VALUES),
     ):
-        table = table_of(model)
         for sid, (at, values) in _latest_values(conn, table, time_name, list(series), names).items():
             kind, phase, device = series[sid]
             rows.append(LatestRow(kind, phase, device, at, values))
@@ -256,12 +254,15 @@ def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
 def count_rows(conn: Connection, gateway_id: int) -> dict[str, int]:
     """Stored reading rows of a gateway, per table."""
     counts = {}
-    for name, model in (("meter", MeterSample), ("inverter", InverterSample), ("battery", BatterySample)):
-        table = table_of(model)
+    for name, table in (
+        ("meter", METER_READINGS),
+        ("inverter", INVERTER_READINGS),
+        ("battery", BATTERY_READINGS),
+    ):
         query = (
             select(func.count())
-            .select_from(table.join(table_of(Series), table.c.series_id == Series.id))
-            .where(Series.gateway_id == gateway_id)
+            .select_from(table.join(SERIES, table.c.series_id == SERIES.c.id))
+            .where(SERIES.c.gateway_id == gateway_id)
         )
         counts[name] = int(conn.execute(query).scalar_one())
     return counts
@@ -275,17 +276,20 @@ def count_rows_by_gateway(
     Counting reads every row counted (an index-only scan at best): its cost grows with what is stored.
     """
     counts: dict[int, dict[str, int]] = {}
-    for name, model in (("meter", MeterSample), ("inverter", InverterSample), ("battery", BatterySample)):
-        table = table_of(model)
+    for name, table in (
+        ("meter", METER_READINGS),
+        ("inverter", INVERTER_READINGS),
+        ("battery", BATTERY_READINGS),
+    ):
         per_series = select(table.c.series_id, func.count().label("rows")).group_by(table.c.series_id)
         if gateway_ids is not None:
-            mine = select(Series.id).where(Series.gateway_id.in_(list(gateway_ids)))
+            mine = select(SERIES.c.id).where(SERIES.c.gateway_id.in_(list(gateway_ids)))
             per_series = per_series.where(table.c.series_id.in_(mine))
         counted = per_series.subquery("counted")
         query = (
-            select(Series.gateway_id, func.sum(counted.c.rows))
-            .join(counted, counted.c.series_id == Series.id)
-            .group_by(Series.gateway_id)
+            select(SERIES.c.gateway_id, func.sum(counted.c.rows))
+            .join(counted, counted.c.series_id == SERIES.c.id)
+            .group_by(SERIES.c.gateway_id)
         )
         for gateway_id, rows in conn.execute(query):
             counts.setdefault(gateway_id, {"meter": 0, "inverter": 0, "battery": 0})[name] = int(rows)

@@ -31,8 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
-from envoylog.db.models import InverterSample, MeterSample
-from envoylog.db.sql import table_of
+from envoylog.db.models import INVERTER_READINGS, METER_READINGS
 from envoylog.reports.common import Day
 from envoylog.reports.coverage import UNCOVERED_SLOTS, Coverage
 from envoylog.reports.sql import epoch_seconds, rows_param
@@ -71,14 +70,14 @@ class Readings:
 
 
 METER_ROWS = Readings(
-    table_of(MeterSample),
+    METER_READINGS,
     "read_at",
     ("watts", "wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime"),
     True,
 )
 
 
-INVERTER_ROWS = Readings(table_of(InverterSample), "reported_at", ("watts", "joules_lifetime"), False)
+INVERTER_ROWS = Readings(INVERTER_READINGS, "reported_at", ("watts", "joules_lifetime"), False)
 
 
 @dataclass(frozen=True)

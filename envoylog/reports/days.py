@@ -14,8 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from envoylog.db.models import MeterSample
-from envoylog.db.sql import table_of
+from envoylog.db.models import METER_READINGS
 from envoylog.reports.columns import DAILY_COLUMNS
 from envoylog.reports.common import Day, connection, gateway_ids, local_days, site_series
 from envoylog.reports.counters import METER_ROWS, SITE_MEASURES, Energy, day_energies
@@ -122,7 +121,7 @@ def _notes(found: Mapping[str, Energy], coverage: Coverage) -> list[str]:
 
 def _peaks(conn: Connection, series_id: int, days: list[Day]) -> dict[int, tuple[float, datetime]]:
     """Per day, the highest production watts stored and when (the first time, on a tie)."""
-    meters = table_of(MeterSample)
+    meters = METER_READINGS
     bounds = rows_param(
         conn, "d", {"i": [d.index for d in days]}, {"s": [d.start for d in days], "e": [d.end for d in days]}
     )
