@@ -8,13 +8,14 @@ on SQLite and, when ENVOYLOG_TEST_POSTGRES_URL is set, on PostgreSQL.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -697,11 +698,16 @@ def test_legacy_gateway_is_collected_without_a_token(start_site: Callable[[str],
 
 
 def cron_environment(sim: Simulator, db_url: str, home: Path) -> dict[str, str]:
-    """What cron gives a job: a bare PATH and HOME, plus the variables from the crontab."""
+    """What cron gives a job: a bare PATH and HOME, plus the variables from the crontab.
+
+    And PYTHONPATH, when the tests were given one: the code under test is then not the installed one.
+    """
+    tested = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
     return {
         "PATH": "/usr/bin:/bin",
         "HOME": str(home),
         "LANG": "C.UTF-8",
+        **tested,
         **sim.environment(),
         "ENVOYLOG_DB": db_url,
     }
@@ -766,6 +772,68 @@ def test_collect_every_keeps_polling_and_stops_cleanly_on_sigterm(cli: Site, tmp
     assert time.monotonic() - stopping < 5
     assert (process.returncode, out, err) == (0, "", "")
     assert cli.query("SELECT DISTINCT outcome FROM runs") == [("ok",)]  # no run left "running"
+
+
+def test_collect_every_keeps_its_connections_and_the_gateway_session_across_cycles(
+    cli: Site, tmp_path: Path
+) -> None:
+    assert_ok_and_silent(envoylog("collect"))  # the first run: a token from the cloud, a gateway session
+    cli.sim.clear_request_log()
+    connections = cli.sim.gateway_connections()
+    url = make_url(cli.db_url)
+    if url.get_backend_name() == "postgresql":  # its connections are found by their name
+        url = url.update_query_dict({"application_name": "envoylog-every-pool"})
+    env = cron_environment(cli.sim, url.render_as_string(hide_password=False), tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "envoylog", "collect", "--every", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        database_sessions = [
+            _database_sessions(cli, url.get_backend_name()) for _ in _cycles(cli, process, 3)
+        ]
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, out, err) == (0, "", "")
+    cycles = _finished_runs(cli) - 1
+    log = cli.sim.request_log()
+    assert sum(entry.path == "/info" for entry in log) == cycles >= 3
+    assert [entry.path for entry in log if entry.path.startswith("/auth/")] == []  # no new session
+    assert {entry.service for entry in log} == {"gateway"}  # and no cloud login
+    assert cli.sim.gateway_connections() - connections == 1  # one TLS handshake for every cycle
+    assert len(set(database_sessions)) == 1  # one database connection, opened once
+
+
+def _cycles(site: Site, process: subprocess.Popen[str], count: int) -> Iterator[int]:
+    """Yield after each of `count` cycles of a `collect --every` process (besides the runs before it)."""
+    before = _finished_runs(site)
+    seen = 0
+    deadline = time.monotonic() + 30
+    while seen < count:
+        assert time.monotonic() < deadline and process.poll() is None, process.poll()
+        finished = _finished_runs(site) - before
+        if finished > seen:
+            seen = finished
+            yield seen
+        time.sleep(0.1)
+
+
+def _database_sessions(site: Site, backend: str) -> tuple[Any, ...]:
+    """The PostgreSQL connections of the collector (pids and when each began); nothing to tell on SQLite."""
+    if backend != "postgresql":
+        return ()
+    rows = site.query(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE application_name = 'envoylog-every-pool'"
+    )
+    return tuple(sorted((row[0], row[1]) for row in rows))
 
 
 def _finished_runs(site: Site) -> int:

@@ -74,10 +74,28 @@ def load_tokens(conn: Connection, gateway_ids: Collection[int] | None = None) ->
 
 def load_session(conn: Connection, gateway_id: int) -> StoredSession | None:
     """The stored session cookie of a gateway."""
-    row = _auth_row(conn, gateway_id, "session")
+    return _session(_auth_row(conn, gateway_id, "session"))
+
+
+def _session(row: Row[Any] | None) -> StoredSession | None:
     if row is None or not row.secret:
         return None
     return StoredSession(row.secret, row.last_used_at)
+
+
+@dataclass(frozen=True)
+class StoredAuth:
+    """A gateway's token row and session, read at once."""
+
+    token: StoredToken | None
+    session: StoredSession | None
+
+
+def load_auth(conn: Connection, gateway_id: int) -> StoredAuth:
+    """The token row and the session of a gateway, in one query."""
+    rows = {row.kind: row for row in conn.execute(select(AUTH).where(AUTH.c.gateway_id == gateway_id))}
+    token = rows.get("token")
+    return StoredAuth(_token(token) if token is not None else None, _session(rows.get("session")))
 
 
 def save_token(

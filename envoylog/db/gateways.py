@@ -52,10 +52,25 @@ def save_gateway(conn: Connection, info: GatewayInfo, name: str, now: datetime) 
         )
         row = conn.execute(select(GATEWAYS).where(GATEWAYS.c.serial == info.serial)).one()
         return GatewayRecord(row.id, row.serial, row.name, row.firmware, Discovery())
+    save_answer(conn, row.id, info, name, now)
+    return gateway_record(row, info, name)
+
+
+def gateway_record(row: Row[Any], info: GatewayInfo, name: str) -> GatewayRecord:
+    """The stored gateway `row` as `info` finds it now (under the configured `name`); nothing is written.
+
+    Its firmware is the one `info` tells, and `previous_firmware` the stored one when they differ.
+    """
     previous = row.firmware if row.firmware is not None and row.firmware != info.firmware else None
+    discovery = Discovery.from_json(json.loads(row.discovery)) if row.discovery else Discovery()
+    return GatewayRecord(row.id, row.serial, name, info.firmware, discovery, previous_firmware=previous)
+
+
+def save_answer(conn: Connection, gateway_id: int, info: GatewayInfo, name: str, now: datetime) -> None:
+    """Store what the gateway's /info told at `now`, and the configured name it answered under."""
     conn.execute(
         update(GATEWAYS)
-        .where(GATEWAYS.c.id == row.id)
+        .where(GATEWAYS.c.id == gateway_id)
         .values(
             name=name,
             firmware=info.firmware,
@@ -64,8 +79,6 @@ def save_gateway(conn: Connection, info: GatewayInfo, name: str, now: datetime) 
             last_seen_at=now,
         )
     )
-    discovery = Discovery.from_json(json.loads(row.discovery)) if row.discovery else Discovery()
-    return GatewayRecord(row.id, row.serial, name, info.firmware, discovery, previous_firmware=previous)
 
 
 def save_seen(conn: Connection, gateway_id: int, first_at: datetime, last_at: datetime) -> None:
