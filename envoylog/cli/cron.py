@@ -10,6 +10,7 @@ both run `collect` below. tests/test_cli_usage.py checks that this reader and Ty
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
@@ -86,6 +87,8 @@ def run_plain_collect(args: list[str]) -> None:
     line = read_collect_line(args)
     if line is None or COMPLETION_VARIABLE in os.environ:  # a shell asking Typer to complete a word
         return
+    if line.every is not None:
+        gc.enable()  # a process that runs for days collects its garbage (see envoylog.cli.main)
     options = Options()
     options.update(line.db, line.config, line.verbose)
     run_action(options, lambda options: collect(options, line.every, line.deadline, line.textfile))
