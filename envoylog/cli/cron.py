@@ -91,8 +91,8 @@ def run_plain_collect(args: list[str]) -> None:
         gc.enable()  # a process that runs for days collects its garbage (see envoylog.cli.main)
     options = Options()
     options.update(line.db, line.config, line.verbose)
-    run_action(options, lambda options: collect(options, line.every, line.deadline, line.textfile))
-    raise SystemExit(0)
+    code = run_action(options, lambda options: collect(options, line.every, line.deadline, line.textfile))
+    raise SystemExit(code)
 
 
 def collect(options: Options, every: float | None, deadline: float, textfile: Path | None) -> None:

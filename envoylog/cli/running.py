@@ -12,7 +12,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -55,31 +54,33 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def run_action(options: Options, action: Callable[[Options], object]) -> None:
-    """Run `action`; the project's errors become one line on stderr and their exit code (SystemExit)."""
+def run_action(options: Options, action: Callable[[Options], object]) -> int:
+    """Run `action`; its exit code: 0, or its error's, which is said in one line on stderr."""
     try:
         action(options)
     except EnvoylogError as exc:
         if exc.quiet and not options.verbose:
-            raise SystemExit(exc.status) from None
-        fail(str(exc), exc.status, options.verbose)
+            return exc.status
+        return fail(str(exc), exc.status, options.verbose)
     except SQLAlchemyError as exc:
         # A database that is locked, read-only, full, damaged or gone, met outside a command's own checks.
-        fail(f"database error: {describe_db_error(exc)}", DatabaseError.exit_code, options.verbose)
+        return fail(f"database error: {describe_db_error(exc)}", DatabaseError.exit_code, options.verbose)
     except UnicodeDecodeError:
-        fail("database error: it holds text that is not UTF-8 (is the file damaged?)", 5, options.verbose)
+        damaged = "database error: it holds text that is not UTF-8 (is the file damaged?)"
+        return fail(damaged, DatabaseError.exit_code, options.verbose)
     except KeyboardInterrupt:
-        fail("interrupted", 130, options.verbose)
+        return fail("interrupted", 130, options.verbose)
     except Exception as exc:
-        fail(f"internal error: {type(exc).__name__}: {exc}", 1, options.verbose)
+        return fail(f"internal error: {type(exc).__name__}: {exc}", 1, options.verbose)
+    return 0
 
 
-def fail(message: str, code: int, verbose: bool) -> NoReturn:
-    """One line on stderr (the traceback first with -v) and the exit code."""
+def fail(message: str, code: int, verbose: bool) -> int:
+    """Say an error in one line on stderr (after its traceback with -v); return its exit code."""
     if verbose:
         traceback.print_exc(file=sys.stderr)
     echo(f"{ERROR_PREFIX}{one_line(message)}", err=True)
-    raise SystemExit(code)
+    return code
 
 
 def one_line(message: str) -> str:

@@ -78,7 +78,9 @@ def global_options(function: F) -> F:
 
 def run_cli(ctx: typer.Context, action: Callable[[Options], object]) -> None:
     """Run `action` with the invocation's options: errors become one line and their exit code."""
-    run_action(options_of(ctx), action)
+    code = run_action(options_of(ctx), action)
+    if code:
+        raise typer.Exit(code)
 
 
 # --- help texts ---

@@ -518,6 +518,11 @@ def collect_gateway(
         run.observations = _observations(read)
     except EnvoylogError as exc:
         run.outcome, run.error = "failed", exc
+    except SQLAlchemyError as exc:  # storing the gateway, its token or its session
+        run.outcome, run.error = (
+            "failed",
+            DatabaseError(f"cannot store the readings: {describe_db_error(exc)}"),
+        )
     except Exception as exc:  # a defect met with one gateway: logged, and the others still run
         log.info("internal error collecting %s", gateway.name, exc_info=True)
         run.outcome, run.error = "failed", EnvoylogError(f"internal error: {type(exc).__name__}: {exc}")
