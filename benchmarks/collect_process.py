@@ -7,6 +7,7 @@ first login and discovery), then each round runs, one after another: the baselin
 sqlalchemy, requests"`, then `envoylog collect` from this tree (and from `--other-tree`, a checkout of another
 revision, when given), each a new process. It prints the median CPU time (user + system) and peak resident
 memory of each, and the CPU ratio to the baseline of the same rounds (issue 14's target: at most 1.5x, 60 MB).
+On PostgreSQL a second baseline also imports the driver, psycopg, which every collect there loads.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sim_process import start_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = [sys.executable, "-c", "import sqlalchemy, requests"]
+DRIVER_BASELINE = [sys.executable, "-c", "import sqlalchemy, requests, psycopg"]
 COLLECT = [sys.executable, "-m", "envoylog", "collect"]
 
 
@@ -71,11 +73,13 @@ def main() -> None:
                 trees["other tree"] = args.other_tree.resolve()
             envs = {name: dict(env, PYTHONPATH=str(tree)) for name, tree in trees.items()}
             measure(COLLECT, envs["this tree"])  # the first run: login, discovery, the schema
-            cpu: dict[str, list[float]] = {"baseline": [], **{name: [] for name in trees}}
-            rss: dict[str, list[float]] = {name: [] for name in cpu}
+            commands = {"baseline": BASELINE, **({"+ psycopg": DRIVER_BASELINE} if args.postgres else {})}
+            commands.update({name: COLLECT for name in trees})
+            cpu: dict[str, list[float]] = {name: [] for name in commands}
+            rss: dict[str, list[float]] = {name: [] for name in commands}
             for _ in range(args.rounds):
-                for name in cpu:
-                    seconds, mb = measure(BASELINE if name == "baseline" else COLLECT, envs.get(name, env))
+                for name, command in commands.items():
+                    seconds, mb = measure(command, envs.get(name, env))
                     cpu[name].append(seconds)
                     rss[name].append(mb)
         finally:
@@ -83,11 +87,13 @@ def main() -> None:
             sim.wait()
             cleanup()
     base = statistics.median(cpu["baseline"])
+    driver = statistics.median(cpu["+ psycopg"]) if args.postgres else None
     print(f"{args.rounds} paired rounds on {'PostgreSQL' if args.postgres else 'SQLite'}; medians")
     for name in cpu:
         median = statistics.median(cpu[name])
+        with_driver = f", {median / driver:.2f}x with psycopg" if driver else ""
         print(
-            f"  {name:<11} CPU {median * 1000:7.1f} ms ({median / base:.2f}x)   "
+            f"  {name:<11} CPU {median * 1000:7.1f} ms ({median / base:.2f}x{with_driver})   "
             f"peak RSS {statistics.median(rss[name]):5.1f} MB"
         )
 

@@ -55,7 +55,7 @@ from scratch_db import scratch_database  # benchmarks/ is the script's folder, f
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-import envoylog.cli.shell as cli_shell
+import envoylog.cli.running as cli_running
 import envoylog.collect.run as collect_run
 import envoylog.simulator.cloud as sim_cloud
 import envoylog.simulator.gateway as sim_gateway
@@ -335,7 +335,7 @@ class Cron:
             return self.last_runs
 
         collect_run.collect_all = collect_all  # the command imports it when it runs
-        configure = cli_shell.configure_logging
+        configure = cli_running.configure_logging
 
         def configure_logging(verbose: bool) -> None:
             configure(verbose)
@@ -346,7 +346,7 @@ class Cron:
             root.addHandler(self.capture)
             logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
 
-        cli_shell.configure_logging = configure_logging
+        cli_running.configure_logging = configure_logging
         if not fresh_engines:
             # One engine for the whole soak: opening one checks the schema's revision (Alembic reads every
             # migration script) and a new engine compiles every statement again; cron pays both each run.

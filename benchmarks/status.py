@@ -39,7 +39,7 @@ from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 
 from envoylog.db.bulk import save_rows_bulk
-from envoylog.db.models import AuthRecord, Event, Gateway, Run, Series
+from envoylog.db.models import AUTH, EVENTS, GATEWAYS, RUNS, SERIES
 from envoylog.db.stored import METER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +231,7 @@ def fill(
             stored = [name for name, what in fleet.items() if what != "unreached"]
             counts["gateways"] += save_rows_bulk(
                 conn,
-                _table(Gateway),
+                GATEWAYS,
                 ("serial", "name", "firmware", "part_number", "metered", "first_seen_at", "last_seen_at"),
                 [
                     (f"1222{name[5:]}0000", name, "8.2.4345", "800-00654-r08", True, now - 90 * DAY, now)
@@ -244,21 +244,19 @@ def fill(
                     {"first": min(fleet), "last": max(fleet)},
                 ).all()
             )
-            save_rows_bulk(
-                conn, _table(AuthRecord), AUTH_COLUMNS, [_token(ids[n], fleet[n], now) for n in stored]
-            )
+            save_rows_bulk(conn, AUTH, AUTH_COLUMNS, [_token(ids[n], fleet[n], now) for n in stored])
             events = [(ids[name], now - 90 * DAY, "discovered", DISCOVERED) for name in stored]
             events += [
                 (ids[n], now - 3 * DAY, "firmware_changed", "8.2.4264 -> 8.2.4345") for n in stored[::97]
             ]
-            save_rows_bulk(conn, _table(Event), ("gateway_id", "at", "kind", "detail"), events)
+            save_rows_bulk(conn, EVENTS, ("gateway_id", "at", "kind", "detail"), events)
             runs = [
                 run for name, what in fleet.items() for run in _runs(name, what, ids.get(name), now, hours)
             ]
             runs += [run for name in fleet for run in _outages(name, now - int(hours * 3600), outage_days)]
-            counts["runs"] += save_rows_bulk(conn, _table(Run), RUN_COLUMNS, runs)
+            counts["runs"] += save_rows_bulk(conn, RUNS, RUN_COLUMNS, runs)
             series = [(ids[name], kind, phase, "") for name in stored for kind, phase in SITE_SERIES]
-            save_rows_bulk(conn, _table(Series), ("gateway_id", "kind", "phase", "device"), series)
+            save_rows_bulk(conn, SERIES, ("gateway_id", "kind", "phase", "device"), series)
             series_ids = conn.execute(
                 text("SELECT id FROM series WHERE gateway_id IN :ids").bindparams(
                     bindparam("ids", expanding=True)
@@ -311,10 +309,6 @@ OUTAGE = "cannot reach https://envoy.local: connection timed out after 10 s"  # 
 ERRORS_ONLY = "gateway answered errors only: /production.json: HTTP 500"
 REFUSED = "the gateway refuses the token: set ENVOYLOG_USERNAME and ENVOYLOG_PASSWORD"
 BUSY = "/ivp/meters/readings: HTTP 503"
-
-
-def _table(model: Any) -> Any:
-    return model.__table__
 
 
 def _token(gateway_id: int, what: str, now: int) -> tuple[Any, ...]:

@@ -8,9 +8,9 @@ from alembic import context
 from sqlalchemy import Connection
 
 from envoylog.db.engine import create_db_engine
-from envoylog.db.models import Base
+from envoylog.db.models import with_partial_indexes
 
-target_metadata = Base.metadata
+target_metadata = with_partial_indexes()
 
 
 def run_on(connection: Connection) -> None:

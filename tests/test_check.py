@@ -25,8 +25,7 @@ from envoylog.cli import app
 from envoylog.collect.run import collect_all
 from envoylog.config import CheckSettings, GatewaySettings, Settings, load_settings
 from envoylog.db.migrate import open_database
-from envoylog.db.models import Run
-from envoylog.db.sql import table_of
+from envoylog.db.models import RUNS
 from envoylog.db.stored import BATTERY, INVERTER, METER
 from envoylog.demo.filler import fill_history
 from envoylog.errors import EXIT_CODES, ConfigError
@@ -241,7 +240,7 @@ HOME = "demo"  # the filler's gateway name
 
 
 TIMES = [
-    (table_of(Run), table_of(Run).c.started_at),
+    (RUNS, RUNS.c.started_at),
     (INVERTER.data, INVERTER.data.c.reported_at),
     (METER.data, METER.data.c.read_at),
     (BATTERY.data, BATTERY.data.c.read_at),

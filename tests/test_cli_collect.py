@@ -8,13 +8,14 @@ on SQLite and, when ENVOYLOG_TEST_POSTGRES_URL is set, on PostgreSQL.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typer.testing import CliRunner, Result
 from envoylog.cli import app
 from envoylog.db import claims
 from envoylog.db.migrate import open_database
-from envoylog.db.models import AuthRecord, Event, Problem, Run
+from envoylog.db.models import AUTH, EVENTS, PROBLEMS, RUNS
 from envoylog.gateway.routes import WAY_OUT
 from envoylog.simulator import EndpointFault, Quirks, Simulator
 
@@ -256,12 +257,10 @@ def test_status_shows_firmware_last_success_token_expiry_rows_and_the_last_error
     assert before.exit_code == 0
     lines = dict(line.strip().split(":", 1) for line in before.stdout.splitlines() if ":  " in line)
     assert lines["firmware"].strip() == "8.2.4345"
-    finished_at = stored_time(cli, Run.finished_at)
+    finished_at = stored_time(cli, RUNS.c.finished_at)
     assert lines["last success"].strip() == finished_at
     assert (
-        lines["token expires"]
-        .strip()
-        .startswith(stored_time(cli, AuthRecord.expires_at, AuthRecord.kind == "token"))
+        lines["token expires"].strip().startswith(stored_time(cli, AUTH.c.expires_at, AUTH.c.kind == "token"))
     )
     assert lines["rows stored"].strip().startswith(f"{count(cli, 'meter_readings'):,} meter, 30 inverter")
     assert lines["last error"].strip() == "none"
@@ -292,7 +291,7 @@ def test_status_shows_the_last_firmware_update_behind_the_events_after_it(cli: S
 
     cli.sim.set_faults(quirks=Quirks(firmware="8.3.5433"))
     assert_ok_and_silent(envoylog("collect"))
-    changed_at = stored_time(cli, Event.at, Event.kind == "firmware_changed")
+    changed_at = stored_time(cli, EVENTS.c.at, EVENTS.c.kind == "firmware_changed")
     lines = status_lines(envoylog("status"))
     assert list(lines)[:3] == ["firmware", "firmware update", "last success"]
     assert lines["firmware"] == "8.3.5433"
@@ -308,7 +307,7 @@ def test_status_tells_when_runs_ended_last_success_first(cli: Site) -> None:
     cli.sim.set_endpoint_fault("/production.json", EndpointFault(hang_seconds=1.2))
     assert_ok_and_silent(envoylog("collect"))
     cli.sim.set_endpoint_fault("/production.json", None)
-    started_at, finished_at = stored_time(cli, Run.started_at), stored_time(cli, Run.finished_at)
+    started_at, finished_at = stored_time(cli, RUNS.c.started_at), stored_time(cli, RUNS.c.finished_at)
     assert started_at < finished_at
     lines = status_lines(envoylog("status"))
     assert list(lines)[:4] == ["firmware", "last success", "last run", "last error"]
@@ -326,7 +325,7 @@ def test_status_tells_when_runs_ended_last_success_first(cli: Site) -> None:
     cli.sim.set_endpoint_fault("/info", EndpointFault(status=503))
     quiet_failure(envoylog("collect"), 4)
     cli.sim.set_endpoint_fault("/info", None)
-    failed_at = stored_time(cli, Run.finished_at, Run.outcome == "failed")
+    failed_at = stored_time(cli, RUNS.c.finished_at, RUNS.c.outcome == "failed")
     lines = status_lines(envoylog("status"))
     assert lines["last success"] == finished_at
     assert lines["last run"] == f"{failed_at} failed"
@@ -344,7 +343,7 @@ def test_status_tells_when_runs_ended_last_success_first(cli: Site) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and "/ivp/meters/readings" not in cli.requests():
             time.sleep(0.05)
-        since = stored_time(cli, Run.started_at, Run.outcome == "running")
+        since = stored_time(cli, RUNS.c.started_at, RUNS.c.outcome == "running")
         lines = status_lines(envoylog("status"))
         assert lines["last run"] == f"running since {since}"
         assert lines["last success"] == finished_at
@@ -699,11 +698,16 @@ def test_legacy_gateway_is_collected_without_a_token(start_site: Callable[[str],
 
 
 def cron_environment(sim: Simulator, db_url: str, home: Path) -> dict[str, str]:
-    """What cron gives a job: a bare PATH and HOME, plus the variables from the crontab."""
+    """What cron gives a job: a bare PATH and HOME, plus the variables from the crontab.
+
+    And PYTHONPATH, when the tests were given one: the code under test is then not the installed one.
+    """
+    tested = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
     return {
         "PATH": "/usr/bin:/bin",
         "HOME": str(home),
         "LANG": "C.UTF-8",
+        **tested,
         **sim.environment(),
         "ENVOYLOG_DB": db_url,
     }
@@ -770,6 +774,68 @@ def test_collect_every_keeps_polling_and_stops_cleanly_on_sigterm(cli: Site, tmp
     assert cli.query("SELECT DISTINCT outcome FROM runs") == [("ok",)]  # no run left "running"
 
 
+def test_collect_every_keeps_its_connections_and_the_gateway_session_across_cycles(
+    cli: Site, tmp_path: Path
+) -> None:
+    assert_ok_and_silent(envoylog("collect"))  # the first run: a token from the cloud, a gateway session
+    cli.sim.clear_request_log()
+    connections = cli.sim.gateway_connections()
+    url = make_url(cli.db_url)
+    if url.get_backend_name() == "postgresql":  # its connections are found by their name
+        url = url.update_query_dict({"application_name": "envoylog-every-pool"})
+    env = cron_environment(cli.sim, url.render_as_string(hide_password=False), tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "envoylog", "collect", "--every", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        database_sessions = [
+            _database_sessions(cli, url.get_backend_name()) for _ in _cycles(cli, process, 3)
+        ]
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, out, err) == (0, "", "")
+    cycles = _finished_runs(cli) - 1
+    log = cli.sim.request_log()
+    assert sum(entry.path == "/info" for entry in log) == cycles >= 3
+    assert [entry.path for entry in log if entry.path.startswith("/auth/")] == []  # no new session
+    assert {entry.service for entry in log} == {"gateway"}  # and no cloud login
+    assert cli.sim.gateway_connections() - connections == 1  # one TLS handshake for every cycle
+    assert len(set(database_sessions)) == 1  # one database connection, opened once
+
+
+def _cycles(site: Site, process: subprocess.Popen[str], count: int) -> Iterator[int]:
+    """Yield after each of `count` cycles of a `collect --every` process (besides the runs before it)."""
+    before = _finished_runs(site)
+    seen = 0
+    deadline = time.monotonic() + 30
+    while seen < count:
+        assert time.monotonic() < deadline and process.poll() is None, process.poll()
+        finished = _finished_runs(site) - before
+        if finished > seen:
+            seen = finished
+            yield seen
+        time.sleep(0.1)
+
+
+def _database_sessions(site: Site, backend: str) -> tuple[Any, ...]:
+    """The PostgreSQL connections of the collector (pids and when each began); nothing to tell on SQLite."""
+    if backend != "postgresql":
+        return ()
+    rows = site.query(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE application_name = 'envoylog-every-pool'"
+    )
+    return tuple(sorted((row[0], row[1]) for row in rows))
+
+
 def _finished_runs(site: Site) -> int:
     try:
         return int(site.query("SELECT COUNT(*) FROM runs WHERE finished_at IS NOT NULL")[0][0])
@@ -782,8 +848,8 @@ def test_a_lasting_endpoint_failure_is_one_warning_under_cron_and_its_end_one_li
     cli.sim.set_endpoint_fault("/ivp/meters/readings", EndpointFault(status=500))
     assert_ok_and_silent(envoylog("collect"))  # partial, and new: the run log knows, no mail
     with cli.transaction() as conn:  # as if it had failed for the last 70 minutes
-        since = conn.execute(select(Problem.since)).scalar_one()
-        conn.execute(update(Problem).values(since=since - timedelta(minutes=70)))
+        since = conn.execute(select(PROBLEMS.c.since)).scalar_one()
+        conn.execute(update(PROBLEMS).values(since=since - timedelta(minutes=70)))
     crossing = envoylog("collect")
     assert crossing.exit_code == 0 and crossing.stdout == ""  # the rest was stored
     assert crossing.stderr == (

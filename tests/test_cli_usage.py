@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import typer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
-from envoylog.cli import DemoProfile, SimulatorProfile, app
+from envoylog.cli import DemoProfile, SimulatorProfile, app, cron
 from envoylog.config import ENVIRONMENT
 from envoylog.simulator.profiles import PROFILES
 
@@ -246,3 +248,111 @@ def test_shell_completion_can_be_installed(isolated_env: Path, monkeypatch: pyte
 def test_profile_choices_are_the_simulators_profiles() -> None:
     assert [profile.value for profile in SimulatorProfile] == list(PROFILES)
     assert {profile.value for profile in DemoProfile} <= set(PROFILES)
+
+
+# --- the cron path: a plain `collect` is read without Typer (cli/cron.py) -----------------------------
+
+PLAIN_COLLECT_LINES = [
+    ["collect"],
+    ["--db", "sqlite:///a.db", "collect"],
+    ["collect", "--db=sqlite:///b.db", "-v"],
+    ["-v", "--config", "c.toml", "collect", "--deadline", "30", "--every=60", "--textfile", "x.prom"],
+    ["--db", "sqlite:///a.db", "collect", "--db", "sqlite:///b.db", "--config=d.toml"],
+    ["collect", "--deadline", "1.5", "--deadline", "2", "--verbose"],
+    ["--db", "collect", "collect"],
+    ["collect", "--textfile=/var/lib/node exporter/envoylog.prom", "--deadline=0"],
+]
+# Command lines the cron path leaves to Typer: it answers them as it always did.
+NOT_PLAIN = [
+    [],
+    ["-h"],
+    ["--version", "collect"],
+    ["collect", "--help"],
+    ["collect", "-vv"],
+    ["collect", "--verbose=1"],
+    ["collect", "--every"],
+    ["collect", "--deadline", "1e3"],
+    ["collect", "--deadline", "-1"],
+    ["collect", "--deadline", " 5"],
+    ["collect", "--db", ""],
+    ["collect", "--", "--db"],
+    ["--every", "5", "collect"],
+    ["collect", "extra"],
+    ["collect", "collect"],
+    ["latest"],
+]
+
+
+@pytest.fixture
+def collect_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What `collect` is asked for, by either path, instead of collecting."""
+    calls: list[dict[str, Any]] = []
+
+    def record(options: Any, every: float | None, deadline: float, textfile: Path | None) -> None:
+        calls.append(
+            {
+                "db": options.db,
+                "config": options.config,
+                "verbose": options.verbose,
+                "every": every,
+                "deadline": deadline,
+                "textfile": textfile,
+            }
+        )
+
+    monkeypatch.setattr(cron, "collect", record)
+    return calls
+
+
+def by_both_paths(args: list[str], calls: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """What Typer asks `collect` for, and what the cron path does (None: it leaves the line to Typer)."""
+    result = envoylog(*args)
+    assert result.exit_code == 0, (args, result.stderr)
+    by_typer = calls.pop()
+    try:
+        cron.run_plain_collect(args)
+        return by_typer, None
+    except SystemExit as exc:
+        assert exc.code == 0
+    return by_typer, calls.pop()
+
+
+@pytest.mark.parametrize("args", PLAIN_COLLECT_LINES, ids=" ".join)
+def test_a_plain_collect_line_means_the_same_without_typer(
+    args: list[str], collect_calls: list[dict[str, Any]]
+) -> None:
+    by_typer, by_cron = by_both_paths(args, collect_calls)
+    assert by_cron == by_typer
+
+
+@pytest.mark.parametrize("args", NOT_PLAIN, ids=" ".join)
+def test_anything_but_a_plain_collect_line_is_left_to_typer(args: list[str]) -> None:
+    assert cron.read_collect_line(args) is None
+
+
+GLOBAL_WORDS = [["-v"], ["--verbose"], ["--db", "a.db"], ["--db=b.db"], ["--config", "c"], ["--config=d"]]
+COLLECT_WORDS = [["--every", "60"], ["--every=1.5"], ["--deadline", "30"], ["--deadline=2.5"]]
+COLLECT_WORDS += [["--textfile", "x.prom"], ["--textfile=y.prom"]]
+ODD_WORDS = ["collect", "--db", "--every", "-vv", "-1", "1e2", "", "--help", "x", "--textfile=-"]
+
+
+@given(
+    before=st.lists(st.sampled_from(GLOBAL_WORDS), max_size=3),
+    after=st.lists(st.sampled_from(GLOBAL_WORDS + COLLECT_WORDS), max_size=5),
+    odd=st.none() | st.tuples(st.integers(min_value=0), st.sampled_from(ODD_WORDS)),
+)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_whatever_the_cron_path_reads_typer_reads_the_same(
+    before: list[list[str]],
+    after: list[list[str]],
+    odd: tuple[int, str] | None,
+    collect_calls: list[dict[str, Any]],
+) -> None:
+    args = [word for option in [*before, ["collect"], *after] for word in option]
+    if odd is not None:  # a word out of place: the cron path reads the line the same as Typer, or not at all
+        where, word = odd
+        args.insert(where % (len(args) + 1), word)
+    if cron.read_collect_line(args) is None:
+        return
+    by_typer, by_cron = by_both_paths(args, collect_calls)
+    assert by_cron == by_typer

@@ -24,7 +24,7 @@ from envoylog.collect.auth_store import store_token
 from envoylog.collect.run import GatewayRun, collect_all, raise_for_runs
 from envoylog.db import claims, runs
 from envoylog.db.migrate import open_database
-from envoylog.db.models import AuthRecord
+from envoylog.db.models import AUTH
 from envoylog.errors import AuthError, GatewayError, LockedError
 from envoylog.gateway.routes import WAY_OUT
 from envoylog.gateway.tokens import decode_token
@@ -204,9 +204,7 @@ def test_the_back_off_keeps_the_cause_of_the_cloud_failure_and_no_secret(
         first = collect()
         assert cloud_requests() >= 1
         with site.transaction() as conn:
-            stored_cause, retry_at = conn.execute(
-                select(AuthRecord.cloud_error, AuthRecord.cloud_retry_at)
-            ).one()
+            stored_cause, retry_at = conn.execute(select(AUTH.c.cloud_error, AUTH.c.cloud_retry_at)).one()
         assert stored_cause == cause
         when = f"next attempt after {retry_at:%Y-%m-%d %H:%M} UTC (`envoylog auth login` tries now)"
         assert isinstance(first.error, AuthError) and first.error.status == 3

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from envoylog.collect.run import GatewayRun, RunsFailed, raise_for_runs
 from envoylog.config import CollectSettings
-from envoylog.db.models import Problem
+from envoylog.db.models import PROBLEMS
 from envoylog.simulator.faults import EndpointFault
 from tests.conftest import Site
 
@@ -254,7 +254,7 @@ def test_an_endpoint_failure_not_seen_for_long_starts_again(site: Site) -> None:
     again = later(site, 1)
     assert again.outcome == "partial" and again.warnings == []
     with site.transaction() as conn:
-        since = conn.execute(select(Problem.since)).scalar_one()
+        since = conn.execute(select(PROBLEMS.c.since)).scalar_one()
     assert site.sim.clock.now() - since < timedelta(minutes=2)  # begun again, not two hours old
     for _ in range(59):
         assert later(site, 1).warnings == []

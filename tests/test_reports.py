@@ -25,9 +25,8 @@ from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import gateways, samples
 from envoylog.db.migrate import open_database
-from envoylog.db.models import Gateway, Run, Series
+from envoylog.db.models import GATEWAYS, RUNS, SERIES
 from envoylog.db.runs import finish_run, start_run
-from envoylog.db.sql import table_of
 from envoylog.db.stored import INVERTER, METER
 from envoylog.errors import ConfigError
 from envoylog.readings import model
@@ -117,7 +116,7 @@ def copy_rows(source_url: str, target_url: str) -> None:
     source, target = open_database(source_url, create=True), open_database(target_url, create=True)
     try:
         with source.connect() as reading, target.begin() as writing:
-            for table in (table_of(Gateway), table_of(Series), METER.data, INVERTER.data, table_of(Run)):
+            for table in (GATEWAYS, SERIES, METER.data, INVERTER.data, RUNS):
                 rows = [dict(row) for row in reading.execute(select(table)).mappings()]
                 if rows:
                     writing.execute(table.insert(), rows)

@@ -26,7 +26,7 @@ from test_cli_collect import (
 )
 
 from envoylog.collect.run import collect_all
-from envoylog.db.models import AuthRecord
+from envoylog.db.models import AUTH
 from envoylog.gateway.routes import WAY_OUT, route_order, token_in_page
 from envoylog.simulator import EndpointFault, Fleet
 from envoylog.simulator.admin import faults_to_json, merge_faults
@@ -40,9 +40,9 @@ RENEWAL_DUE = timedelta(days=340)  # an owner token (a year) then has less than 
 
 def stored_cloud(site: Site) -> tuple[Any, ...]:
     """The token row's remembered route, failed attempts, per-route failures and since when it fails."""
-    columns = (AuthRecord.cloud_route, AuthRecord.cloud_failures, AuthRecord.cloud_error)
+    columns = (AUTH.c.cloud_route, AUTH.c.cloud_failures, AUTH.c.cloud_error)
     with site.transaction() as conn:
-        row = conn.execute(select(*columns, AuthRecord.cloud_failing_since).where(AuthRecord.kind == "token"))
+        row = conn.execute(select(*columns, AUTH.c.cloud_failing_since).where(AUTH.c.kind == "token"))
         return tuple(row.one())
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from envoylog.check.findings import DayEnergy, Reporting
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import gateways
-from envoylog.db.models import Series
+from envoylog.db.models import SERIES
 from envoylog.db.stored import INVERTER_READINGS
 from envoylog.reports.common import Day
 from envoylog.reports.counters import INVERTER_MEASURE, INVERTER_ROWS, METER_ROWS, SITE_MEASURES, day_energies
@@ -23,7 +23,6 @@ COVERED = 0.9  # a day (or window) the logger watched for less of tells nothing 
 # How far back the inverters' reports are read: a silent inverter stays said through a few dark days.
 REPORTING_LOOKBACK = timedelta(days=7)
 NIGHT_GAP = timedelta(hours=2)  # reports this far apart belong to two stretches of daylight
-INVERTERS = INVERTER_READINGS
 
 
 @dataclass(frozen=True)
@@ -56,14 +55,19 @@ def gateways_to_check(conn: Connection, settings: Settings) -> list[Checked]:
 
 def inverter_series(conn: Connection, gateway_id: int) -> dict[int, str]:
     """The gateway's inverter series: serial by series id."""
-    query = select(Series.id, Series.device).where(Series.gateway_id == gateway_id, Series.kind == "inverter")
+    query = select(SERIES.c.id, SERIES.c.device).where(
+        SERIES.c.gateway_id == gateway_id, SERIES.c.kind == "inverter"
+    )
     return {sid: device for sid, device in conn.execute(query)}
 
 
 def production_series(conn: Connection, gateway_id: int) -> int | None:
     """The gateway's all-phase production series."""
-    query = select(Series.id).where(
-        Series.gateway_id == gateway_id, Series.kind == "production", Series.phase == 0, Series.device == ""
+    query = select(SERIES.c.id).where(
+        SERIES.c.gateway_id == gateway_id,
+        SERIES.c.kind == "production",
+        SERIES.c.phase == 0,
+        SERIES.c.device == "",
     )
     return conn.execute(query).scalar_one_or_none()
 
@@ -76,15 +80,18 @@ def reporting(conn: Connection, inverters: dict[int, str], now: datetime) -> lis
     # max() keeps the column's type, so both backends give aware UTC datetimes.
     newest = dict(
         conn.execute(
-            select(INVERTERS.c.series_id, func.max(INVERTERS.c.reported_at))
-            .where(INVERTERS.c.series_id.in_(ids))
-            .group_by(INVERTERS.c.series_id)
+            select(INVERTER_READINGS.c.series_id, func.max(INVERTER_READINGS.c.reported_at))
+            .where(INVERTER_READINGS.c.series_id.in_(ids))
+            .group_by(INVERTER_READINGS.c.series_id)
         ).all()
     )
     rows = conn.execute(
-        select(INVERTERS.c.series_id, INVERTERS.c.reported_at, INVERTERS.c.watts)
-        .where(INVERTERS.c.series_id.in_(ids), INVERTERS.c.reported_at >= now - REPORTING_LOOKBACK)
-        .order_by(INVERTERS.c.series_id, INVERTERS.c.reported_at)
+        select(INVERTER_READINGS.c.series_id, INVERTER_READINGS.c.reported_at, INVERTER_READINGS.c.watts)
+        .where(
+            INVERTER_READINGS.c.series_id.in_(ids),
+            INVERTER_READINGS.c.reported_at >= now - REPORTING_LOOKBACK,
+        )
+        .order_by(INVERTER_READINGS.c.series_id, INVERTER_READINGS.c.reported_at)
     )
     streaks: dict[int, list[tuple[datetime, datetime]]] = {}
     current: dict[int, tuple[datetime, datetime, datetime | None]] = {}  # start, last report, last with power

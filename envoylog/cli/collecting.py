@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from envoylog.cli import cron
 from envoylog.cli.common import STDIN, GatewayOption, database_of, now
-from envoylog.cli.shell import (
-    Options,
-    global_options,
-    run_cli,
-)
-from envoylog.errors import ConfigError
-
-if TYPE_CHECKING:
-    from envoylog.collect.run import Notice
-
-MAX_EVERY_S = 86_400.0  # a day: a longer pause is a typo, and a timer would serve better
+from envoylog.cli.running import Options
+from envoylog.cli.shell import global_options, run_cli
 
 
 @global_options
@@ -34,7 +25,7 @@ def collect(
     ] = None,
     deadline: Annotated[
         float, typer.Option(metavar="SECONDS", help="Seconds one run may take in all.")
-    ] = 50.0,
+    ] = cron.DEFAULT_DEADLINE_S,
     textfile: Annotated[
         Path | None,
         typer.Option(
@@ -49,45 +40,8 @@ def collect(
     ] = None,
 ) -> None:
     """Read every configured gateway once and store what changed. Silent on success."""
-    from envoylog.collect.every import collect_every
-    from envoylog.collect.run import HandOffFailed, collect_all, raise_for_runs
-    from envoylog.handoff.textfile import check_textfile
-
-    def action(options: Options) -> None:
-        settings = options.settings()
-        # `not x > 0` also refuses NaN, which every comparison calls false.
-        if not 0 < deadline < math.inf:
-            raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline}")
-        if every is not None and not 1 <= every <= MAX_EVERY_S:
-            raise ConfigError(f"--every must be from 1 to {MAX_EVERY_S:.0f} seconds, not {every}")
-        if textfile is not None:
-            check_textfile(textfile)  # before the run: a typo in a cron line shows on the first try
-        if every is not None:
-            collect_every(settings, every_s=every, deadline_s=deadline, say=say, textfile=textfile)
-            return
-        late: HandOffFailed | None = None
-        try:
-            runs = collect_all(settings, deadline_s=deadline, textfile=textfile)
-        except HandOffFailed as failed:
-            runs, late = failed.runs, failed
-        for run in runs:
-            for kind, line in run.notices():
-                say(kind, line)
-        if late is not None and any(run.error for run in runs):
-            say("error", str(late))  # the gateways' error is the exit code; this line is said too
-        raise_for_runs(runs)
-        if late is not None:
-            raise late  # the readings are stored; exit 2 says the textfile is not
-
-    run_cli(ctx, action)
-
-
-def say(kind: Notice, line: str) -> None:
-    """A line of a collect: an error or a problem that has lasted (stderr), or one that cleared (stdout)."""
-    if kind == "cleared":
-        typer.echo(line)
-    else:
-        typer.echo(f"envoylog: {kind}: {line}", err=True)
+    # The same as a plain command line that cli/cron.py reads without Typer.
+    run_cli(ctx, lambda options: cron.collect(options, every, deadline, textfile))
 
 
 @global_options

@@ -12,10 +12,8 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import Engine
 
-from envoylog.cli.shell import (
-    Options,
-    run_cli,
-)
+from envoylog.cli.running import Options
+from envoylog.cli.shell import run_cli
 
 STDIN = "-"
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from envoylog.cli.shell import (
-    Options,
-    global_options,
-    run_cli,
-)
+from envoylog.cli.running import Options
+from envoylog.cli.shell import global_options, run_cli
 
 
 @global_options

@@ -13,11 +13,8 @@ from typing import Annotated
 import typer
 
 from envoylog.cli.common import Format, FormatOption, database_of, now, show, today_of
-from envoylog.cli.shell import (
-    Options,
-    global_options,
-    run_cli,
-)
+from envoylog.cli.running import Options
+from envoylog.cli.shell import global_options, run_cli
 
 
 @global_options

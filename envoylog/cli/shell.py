@@ -1,4 +1,5 @@
-"""What every `envoylog` command shares: the global options, one-line usage errors, errors to exit codes.
+"""What every `envoylog` command shares under Typer: the global options and one-line usage errors (a
+command's own errors become their exit codes in `cli/running.py`).
 
 The global options (`--db`, `--config`, `-v`) are accepted before and after the subcommand, as scripts and
 cron lines write them; the value given last wins. Typer builds a command's options from its signature, so
@@ -9,27 +10,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import sys
-import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 from typer.core import TyperGroup
 
-from envoylog.config import ENVIRONMENT, Settings, load_settings
-from envoylog.db.engine import describe_db_error
-from envoylog.errors import EXIT_CODES, DatabaseError, EnvoylogError
+from envoylog.cli.running import ERROR_PREFIX, PROG, Options, one_line, run_action
+from envoylog.config import ENVIRONMENT
+from envoylog.errors import EXIT_CODES
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-PROG = "envoylog"
-ERROR_PREFIX = f"{PROG}: error: "
 USAGE_EXIT = 2
 
 # Typer re-exports click's BadParameter; its bases are click's usage error and the root of click's errors.
@@ -50,37 +43,6 @@ ConfigOption = Annotated[
 VerboseOption = Annotated[
     bool, typer.Option("-v", "--verbose", help="Tell what happens; tracebacks on errors.")
 ]
-
-
-@dataclass
-class Options:
-    """The options every command takes, wherever they stood on the command line."""
-
-    db: str | None = None
-    config: Path | None = None
-    verbose: bool = False
-
-    def update(self, db: str | None, config: str | None, verbose: bool) -> None:
-        """Take the values given at this level of the command line; later levels win."""
-        self.db = db if db is not None else self.db
-        self.config = Path(config) if config is not None else self.config
-        self.verbose = self.verbose or verbose
-        configure_logging(self.verbose)
-
-    def settings(self) -> Settings:
-        """The validated settings for this invocation."""
-        return load_settings(db=self.db, config=self.config)
-
-
-def configure_logging(verbose: bool) -> None:
-    """Log lines on stderr, prefixed like the errors: what happens with -v, warnings only without."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format=f"{PROG}: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def options_of(ctx: typer.Context) -> Options:
@@ -114,39 +76,11 @@ def global_options(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def run_cli(ctx: typer.Context, action: Callable[[Options], T]) -> T:
-    """Run `action`, turning the project's errors into one line on stderr and their exit code."""
-    options = options_of(ctx)
-    try:
-        return action(options)
-    except EnvoylogError as exc:
-        if exc.quiet and not options.verbose:
-            raise typer.Exit(exc.status) from None
-        fail(str(exc), exc.status, options.verbose)
-    except SQLAlchemyError as exc:
-        # A database that is locked, read-only, full, damaged or gone, met outside a command's own checks.
-        fail(f"database error: {describe_db_error(exc)}", DatabaseError.exit_code, options.verbose)
-    except UnicodeDecodeError:
-        fail("database error: it holds text that is not UTF-8 (is the file damaged?)", 5, options.verbose)
-    except KeyboardInterrupt:
-        fail("interrupted", 130, options.verbose)
-    except typer.Exit:
-        raise
-    except Exception as exc:
-        fail(f"internal error: {type(exc).__name__}: {exc}", 1, options.verbose)
-
-
-def fail(message: str, code: int, verbose: bool) -> NoReturn:
-    """One line on stderr (the traceback first with -v) and the exit code."""
-    if verbose:
-        traceback.print_exc(file=sys.stderr)
-    typer.echo(f"{ERROR_PREFIX}{one_line(message)}", err=True)
-    raise typer.Exit(code)
-
-
-def one_line(message: str) -> str:
-    """A message on one line: cron mails it, and a log keeps one line per problem."""
-    return " ".join(message.split())
+def run_cli(ctx: typer.Context, action: Callable[[Options], object]) -> None:
+    """Run `action` with the invocation's options: errors become one line and their exit code."""
+    code = run_action(options_of(ctx), action)
+    if code:
+        raise typer.Exit(code)
 
 
 # --- help texts ---

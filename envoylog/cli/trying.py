@@ -10,11 +10,8 @@ from typing import Annotated
 import typer
 
 from envoylog.cli.common import now
-from envoylog.cli.shell import (
-    Options,
-    global_options,
-    run_cli,
-)
+from envoylog.cli.running import Options
+from envoylog.cli.shell import global_options, run_cli
 from envoylog.errors import ConfigError
 
 

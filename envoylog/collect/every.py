@@ -1,4 +1,8 @@
-"""`collect --every N`: poll until SIGTERM or SIGINT, finishing the cycle under way."""
+"""`collect --every N`: poll until SIGTERM or SIGINT, finishing the cycle under way.
+
+One process, one `Collector`: the database's connections and each gateway's HTTPS connection last from one
+cycle to the next, and so does its session cookie (in the database), so a cycle logs in to nothing.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from envoylog.collect.run import HandOffFailed, Notice, collect_all, raise_for_runs
+from envoylog.collect.run import Collector, HandOffFailed, Notice, raise_for_runs
 from envoylog.config import Settings
 from envoylog.db.engine import describe_db_error
 from envoylog.errors import ConfigError, EnvoylogError
@@ -39,6 +43,7 @@ def collect_every(
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    collector = Collector(settings, deadline_s=deadline_s)
     try:
         while not stop.is_set():
             started = time.monotonic()
@@ -46,7 +51,7 @@ def collect_every(
                 # A cycle may take longer than `every_s` (a first login, a slow gateway): the next one then
                 # starts late, never beside it, so a cycle keeps the run's whole deadline.
                 try:
-                    runs = collect_all(settings, deadline_s=deadline_s, textfile=textfile)
+                    runs = collector.cycle(textfile=textfile)
                 except HandOffFailed as failed:
                     # The readings are stored: say it and go on, the next cycle may write the file again.
                     runs = failed.runs
@@ -65,5 +70,6 @@ def collect_every(
                 say("error", f"database error: {describe_db_error(exc)}")
             stop.wait(max(0.0, every_s - (time.monotonic() - started)))
     finally:
+        collector.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

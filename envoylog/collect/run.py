@@ -29,15 +29,15 @@ from envoylog.gateway.auth import GatewayAuth
 from envoylog.gateway.client import GatewayClient, GatewayUnreachable
 from envoylog.gateway.cloud import CloudClient, CloudLogins
 from envoylog.gateway.connect import UnsupportedGateway, connect
-from envoylog.handoff.publish import hand_off
-from envoylog.handoff.state import RunFacts
 from envoylog.readings import model
 from envoylog.readings.breakers import Breakers
+from envoylog.readings.discovery import Discovery
 from envoylog.readings.plausible import plausible_snapshot
 from envoylog.readings.sources import build_snapshot
 
 if TYPE_CHECKING:
     from envoylog.handoff.mqtt import Outcome
+    from envoylog.handoff.state import RunFacts
 
 log = logging.getLogger(__name__)
 
@@ -113,33 +113,87 @@ def collect_all(
     it. `holder` names this collector in the claims (by default this process). After the run, what it read
     is handed on (`envoylog.handoff`): to the Prometheus `textfile` and to the `[mqtt]` broker, if set.
     """
-    started = time.monotonic()
-    deadline = started + deadline_s
-    options = settings.collect
-    workers = min(options.workers, len(settings.gateways))
-    with waiting_until(deadline):
-        # A worker waits for a connection as long as the run lasts: what it read is worth storing.
-        engine = open_database(
-            settings.db_url,
-            create=True,
-            connections=min(workers, options.db_connections),
-            pool_wait_s=deadline_s + DEADLINE_GRACE_S,
+    with Collector(
+        settings, deadline_s=deadline_s, clock=clock, cloud_verify=cloud_verify, holder=holder
+    ) as collector:
+        return collector.cycle(textfile=textfile)
+
+
+class Collector:
+    """What the cycles of one collecting process share: the database's engine, the gateways' HTTP sessions.
+
+    `collect --every` runs its cycles on one Collector, so that neither the database's connections nor the
+    gateways' (a TLS handshake costs a gateway more than an answer) are made anew each cycle; `collect_all`
+    is one cycle of a Collector of its own. The gateways' session cookies are kept in the database either way.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        clock: Callable[[], datetime] = utc_now,
+        cloud_verify: str | bool = True,
+        holder: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.deadline_s = deadline_s
+        self.clock = clock
+        self.cloud_verify = cloud_verify
+        self.holder = holder or claims.this_process()
+        self.sessions: dict[str, GatewayClient] = {}  # each gateway's HTTP session, by its configured name
+        self._engine: Engine | None = None
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the gateways' connections and the database's."""
+        for client in self.sessions.values():
+            client.close()
+        self.sessions.clear()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def _database(self, deadline: float) -> Engine:
+        """The engine, opened (and the schema made or upgraded) by the first cycle that gets this far."""
+        if self._engine is None:
+            options = self.settings.collect
+            workers = min(options.workers, len(self.settings.gateways))
+            with waiting_until(deadline):
+                # A worker waits for a connection as long as the run lasts: what it read is worth storing.
+                engine = open_database(
+                    self.settings.db_url,
+                    create=True,
+                    connections=min(workers, options.db_connections),
+                    pool_wait_s=self.deadline_s + DEADLINE_GRACE_S,
+                )
+            # On SQLite every transaction takes the write lock at its start: read-then-write transactions of
+            # parallel workers would otherwise deadlock on the upgrade (SQLITE_BUSY at once, no waiting).
+            self._engine = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        return self._engine
+
+    def cycle(self, *, textfile: Path | None = None) -> list[GatewayRun]:
+        """Poll every configured gateway once; then hand on what was read (see collect_all)."""
+        settings, options = self.settings, self.settings.collect
+        deadline = time.monotonic() + self.deadline_s
+        engine = self._database(deadline)
+        shared = Shared(
+            engine=engine,
+            settings=settings,
+            deadline=deadline,
+            lease_s=self.deadline_s + CLAIM_MARGIN_S,
+            min_start_s=min(MIN_START_S, self.deadline_s / 4),
+            holder=self.holder,
+            clock=self.clock,
+            cloud_verify=self.cloud_verify,
+            logins=CloudLogins(),
+            sessions=self.sessions,
         )
-    # On SQLite every transaction takes the write lock at its start: read-then-write transactions of
-    # parallel workers would otherwise deadlock on the upgrade (SQLITE_BUSY at once, no waiting).
-    engine = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-    shared = Shared(
-        engine=engine,
-        settings=settings,
-        deadline=deadline,
-        lease_s=deadline_s + CLAIM_MARGIN_S,
-        min_start_s=min(MIN_START_S, deadline_s / 4),
-        holder=holder or claims.this_process(),
-        clock=clock,
-        cloud_verify=cloud_verify,
-        logins=CloudLogins(),
-    )
-    try:
         if options.shared:
             with waiting_until(deadline), engine.connect() as conn:
                 shared.run_started_ms = claims.now_ms(conn)
@@ -148,12 +202,15 @@ def collect_all(
         else:
             with waiting_until(deadline):
                 order = _order(engine, settings)
+            workers = min(options.workers, len(settings.gateways))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envoylog-collect") as pool:
                 done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
             result = [done[gateway.name] for gateway in settings.gateways]
         if textfile is not None or settings.mqtt is not None:
+            from envoylog.handoff.publish import hand_off  # only for a collect that hands its readings on
+
             facts = [_facts(run) for run in result]
-            now = clock()
+            now = self.clock()
             left = deadline - time.monotonic()
             handed = hand_off(engine, settings, facts, textfile=textfile, now=now, time_left=left)
             if handed.mqtt is not None:
@@ -161,8 +218,6 @@ def collect_all(
             if handed.failed is not None:
                 raise HandOffFailed(str(handed.failed), result) from handed.failed
         return result
-    finally:
-        engine.dispose()
 
 
 class HandOffFailed(ConfigError):
@@ -220,6 +275,8 @@ def _named(names: list[str], text: str) -> str:
 
 def _facts(run: GatewayRun) -> RunFacts:
     """What the hand-off needs to know of a run."""
+    from envoylog.handoff.state import RunFacts
+
     rows = sum(run.rows_added.values())
     outcome = "skipped" if run.skipped else run.outcome
     error = str(run.error) if run.error else None
@@ -256,6 +313,7 @@ class Shared:
     clock: Callable[[], datetime]
     cloud_verify: str | bool
     logins: CloudLogins
+    sessions: dict[str, GatewayClient]  # the gateways' HTTP sessions, kept from one cycle to the next
     run_started_ms: int | None = None  # the database's clock at the start, when collectors share a config
 
     @property
@@ -277,34 +335,30 @@ def _claimed_run(shared: Shared, gateway: GatewaySettings) -> GatewayRun:
                 f"not reached before the run's deadline: {workers} workers could not read {count} gateways "
                 "in one run (raise [collect] workers, or add a collector)"
             )
-            return _collect(shared, gateway, late)
-        try:
-            refusal = claims.claim(
-                shared.engine,
-                gateway.name,
-                shared.holder,
-                lease_s=shared.lease_s,
-                run_started_ms=shared.run_started_ms,
-            )
-        except SQLAlchemyError as exc:
-            error = DatabaseError(f"cannot claim the gateway: {describe_db_error(exc)}")
-            _quiet_if_recent(shared, gateway, error)
-            return GatewayRun(gateway.name, outcome="failed", error=error)
-        if refusal is not None:
-            run = _skipped(gateway.name, refusal, shared.settings.collect.shared)
-            log.info("%s", run.summary())
-            return run
-        try:
-            return _collect(shared, gateway)
-        finally:
-            try:
-                claims.release(shared.engine, gateway.name, shared.holder)
-            except SQLAlchemyError as exc:
-                # Not fatal: the claim ends by itself at its time.
-                log.info("cannot release the claim on %s: %s", gateway.name, describe_db_error(exc))
+            return _collect(shared, gateway, late=late)
+        claim = Claim(shared.holder, shared.lease_s, shared.run_started_ms, shared.settings.collect.shared)
+        return _collect(shared, gateway, claim=claim)
 
 
-def _collect(shared: Shared, gateway: GatewaySettings, late: GatewayError | None = None) -> GatewayRun:
+@dataclass(frozen=True)
+class Claim:
+    """How a run claims its gateway: taken with the run's start, let go with its end (db/claims.py)."""
+
+    holder: str
+    lease_s: float
+    run_started_ms: int | None  # collectors sharing a config: refuse a gateway polled since then
+    shared: bool
+
+    def take(self, conn: Connection, name: str) -> claims.Refusal | None:
+        """Claim the gateway `name`; who has it if another collector does."""
+        return claims.claim_in(
+            conn, name, self.holder, lease_s=self.lease_s, run_started_ms=self.run_started_ms
+        )
+
+
+def _collect(
+    shared: Shared, gateway: GatewaySettings, *, late: GatewayError | None = None, claim: Claim | None = None
+) -> GatewayRun:
     run = collect_gateway(
         shared.engine,
         shared.settings,
@@ -314,6 +368,8 @@ def _collect(shared: Shared, gateway: GatewaySettings, late: GatewayError | None
         cloud_verify=shared.cloud_verify,
         logins=shared.logins,
         late=late,
+        claim=claim,
+        sessions=shared.sessions,
     )
     log.info("%s", run.summary())
     if isinstance(run.error, DatabaseError):
@@ -367,10 +423,18 @@ def collect_gateway(
     cloud_verify: str | bool = True,
     logins: CloudLogins | None = None,
     late: GatewayError | None = None,
+    claim: Claim | None = None,
+    sessions: dict[str, GatewayClient] | None = None,
 ) -> GatewayRun:
     """Read one gateway and store what changed; every outcome is written to the run log.
 
+    A run that goes well is two transactions (each commit is an fsync, on an SD card too). The first claims
+    the gateway (with `claim`) and writes the run's `running` row, so that a run that dies shows as one; it
+    also reads what the run needs of the gateway's stored state. The last stores the readings, then ends the
+    run in a savepoint (see `_finish`). Tokens and sessions that change are stored at once (gateway/auth.py).
+
     `late`: the run's time is up before this gateway's turn; the run log says so, and nothing is asked.
+    `sessions`: the gateways' HTTP sessions, by name, kept for the next run (None: closed after this one).
     """
     run = GatewayRun(gateway.name)
     cloud = CloudClient(
@@ -378,49 +442,58 @@ def collect_gateway(
     )
     client: GatewayClient | None = None
     auth: GatewayAuth | None = None
-    gateway_id: int | None = None
     started = clock()
     began = time.monotonic()
     try:
         with engine.begin() as conn:
+            refusal = claim.take(conn, gateway.name) if claim is not None else None
+            if refusal is not None:
+                run = _skipped(gateway.name, refusal, claim is not None and claim.shared)
+                log.info("%s", run.summary())
+                return run
             run_id = runs.start_run(conn, gateway.name, started)
             # Known from earlier runs: a run that cannot reach the gateway is still logged against it.
             known = gateways.configured_gateway(conn, name=gateway.name, serial=gateway.serial)
-            gateway_id = known.id if known is not None else None
-            remembered = known.clock_offset_s if known is not None else None
-            # A gateway known to need a token, or pinned by a fingerprint, is reached over HTTPS only.
-            https_only = bool(gateway.fingerprint) or (
-                known is not None and model.firmware_tuple(known.firmware or "0") >= (7,)
-            )
+            stored = _Stored.load(conn, known.id) if known is not None else None
     except SQLAlchemyError as exc:
         run.outcome, run.error = (
             "failed",
             DatabaseError(f"cannot write the run log: {describe_db_error(exc)}"),
         )
         return run
+    gateway_id = known.id if known is not None else None
+    remembered = known.clock_offset_s if known is not None else None
+    # A gateway known to need a token, or pinned by a fingerprint, is reached over HTTPS only.
+    https_only = bool(gateway.fingerprint) or (
+        known is not None and model.firmware_tuple(known.firmware or "0") >= (7,)
+    )
+    answer: _Answer | None = None
+    readings: _Readings | None = None
     try:
         if late is not None:
             raise late
-        client, info = connect(gateway, deadline, https_only=https_only)
+        kept = sessions.pop(gateway.name, None) if sessions is not None else None
+        client, info = connect(gateway, deadline, https_only=https_only, kept=kept)
         run.serial = info.serial
         clock = _trusted_clock(clock, client.gateway_now(), info.serial, run)
         now = clock()
-        with engine.begin() as conn:
-            record = gateways.save_gateway(conn, info, gateway.name, now)
-            offset_s = run.clock_offset.total_seconds() if run.clock_offset else None
-            if offset_s != remembered:
-                gateways.save_clock_offset(conn, record.id, offset_s)
-            run.breakers = breakers.load_breakers(conn, record.id)
+        if known is not None and stored is not None and known.serial == info.serial:
+            record = gateways.gateway_record(known, info, gateway.name)  # stored as the run ends
+        else:  # new to the database, or another gateway under this name: stored at once
+            with engine.begin() as conn:
+                record = gateways.save_gateway(conn, info, gateway.name, now)
+                stored = _Stored.load(conn, record.id)
         gateway_id = record.id
+        offset_s = run.clock_offset.total_seconds() if run.clock_offset else None
+        answer = _Answer(info, now, record.previous_firmware, offset_s, remembered)
+        run.breakers = stored.breakers
         if record.previous_firmware:
             # A firmware update can add, drop or change endpoints: discovery runs again (read_gateway).
             log.info("gateway %s: firmware %s -> %s", info.serial, record.previous_firmware, info.firmware)
-            with engine.begin() as conn:
-                gateways.record_firmware_change(conn, record.id, record.previous_firmware, info.firmware, now)
         run.watch_token = info.needs_token
         if info.needs_token:
             auth = GatewayAuth(
-                store=DatabaseAuthStore(engine, record.id),
+                store=DatabaseAuthStore(engine, record.id, stored.auth),
                 serial=info.serial,
                 settings=gateway,
                 client=client,
@@ -440,20 +513,12 @@ def collect_gateway(
                     "no data: unsupported"
                 )
             raise GatewayError(f"gateway {info.serial} answered errors only: {run.endpoint_errors[0]}")
-        with engine.begin() as conn:
-            saved = samples.save_snapshot(conn, record.id, snapshot, now)
-            run.rows_added = saved.added
-            run.endpoint_errors += saved.notes()
-            gateways.save_discovery(conn, record.id, discovery)
-            if discovery.firmware and discovery.firmware != record.discovery.firmware:
-                gateways.record_event(conn, record.id, "discovered", discovery.describe(), now)
-            if auth is not None and auth.session_used:
-                credentials.touch_session(conn, record.id, clock())
-        run.outcome = "partial" if run.endpoint_errors else "ok"
+        session_used = clock() if auth is not None and auth.session_used else None
+        readings = _Readings(record.discovery, snapshot, discovery, now, session_used)
         run.observations = _observations(read)
     except EnvoylogError as exc:
         run.outcome, run.error = "failed", exc
-    except SQLAlchemyError as exc:
+    except SQLAlchemyError as exc:  # storing the gateway, its token or its session
         run.outcome, run.error = (
             "failed",
             DatabaseError(f"cannot store the readings: {describe_db_error(exc)}"),
@@ -463,7 +528,10 @@ def collect_gateway(
         run.outcome, run.error = "failed", EnvoylogError(f"internal error: {type(exc).__name__}: {exc}")
     finally:
         if client is not None:
-            client.close()
+            if sessions is not None:
+                sessions[gateway.name] = client  # its connection serves the next run
+            else:
+                client.close()
         run.token_told = auth is not None and auth.told_user
     if remembered and run.clock_offset is None and (client is None or client.gateway_now() is None):
         # No answer, so no clock from the gateway: its clock of the last answer times this run too.
@@ -471,9 +539,57 @@ def collect_gateway(
         clock = _shifted(clock, run.clock_offset)
     run.requests = client.requests_made if client is not None else run.requests
     run.cloud_requests = cloud.requests_made
+    end = _End(run_id, gateway_id, started, clock(), answer, readings, claim)
+    _finish(engine, run, end, settings.collect)
     run.seconds = time.monotonic() - began
-    _finish(engine, run_id, gateway_id, run, clock(), started, settings.collect)
     return run
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What a run reads of its gateway's stored state as it starts: the endpoints' breakers, the auth rows."""
+
+    breakers: Breakers
+    auth: credentials.StoredAuth
+
+    @staticmethod
+    def load(conn: Connection, gateway_id: int) -> _Stored:
+        return _Stored(breakers.load_breakers(conn, gateway_id), credentials.load_auth(conn, gateway_id))
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the gateway's /info told, stored as the run ends."""
+
+    info: model.GatewayInfo
+    at: datetime
+    previous_firmware: str | None  # the firmware stored before, when it changed
+    clock_offset_s: float | None  # the gateway's clock minus this machine's, where they disagree
+    stored_offset_s: float | None  # the one stored before
+
+
+@dataclass(frozen=True)
+class _Readings:
+    """What a run read, stored in its last transaction."""
+
+    known: Discovery  # what discovery knew before this run
+    snapshot: model.Snapshot
+    discovery: Discovery
+    now: datetime
+    session_used: datetime | None  # the stored gateway session worked: when
+
+
+@dataclass(frozen=True)
+class _End:
+    """What the run's last transaction writes besides its readings."""
+
+    run_id: int
+    gateway_id: int | None
+    started: datetime
+    now: datetime
+    answer: _Answer | None
+    readings: _Readings | None
+    claim: Claim | None
 
 
 def _observations(read: Reading) -> list[Observation]:
@@ -536,57 +652,113 @@ def _duration(delta: timedelta) -> str:
     return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def _finish(
-    engine: Engine,
-    run_id: int,
-    gateway_id: int | None,
-    run: GatewayRun,
-    now: datetime,
-    started: datetime,
-    options: CollectSettings,
-) -> None:
-    """Decide whether the outcome is worth a line (escalation), write it to the run log, save the breakers."""
+def _finish(engine: Engine, run: GatewayRun, end: _End, options: CollectSettings) -> None:
+    """The run's last transaction: what /info told and the readings, then in a savepoint the run's end.
+
+    The readings come first and are kept whatever happens to the rest: a run log that cannot be written loses
+    no reading. Readings that cannot be stored fail the run, which is then logged in a transaction of its own.
+    """
+    if end.readings is not None:
+        try:
+            with engine.begin() as conn:
+                _save_answer(conn, run, end)
+                _store(conn, run, end)
+                run.outcome = "partial" if run.endpoint_errors else "ok"
+                try:
+                    with conn.begin_nested():
+                        _end_run(conn, run, end, options)
+                except SQLAlchemyError as exc:
+                    run.outcome, run.error = (
+                        "failed",
+                        DatabaseError(f"cannot write the run log: {describe_db_error(exc)}"),
+                    )
+            return
+        except SQLAlchemyError as exc:
+            run.outcome, run.error = (
+                "failed",
+                DatabaseError(f"cannot store the readings: {describe_db_error(exc)}"),
+            )
+            run.rows_added, run.observations = {}, []
     try:
         with engine.begin() as conn:
-            if gateway_id is not None and run.breakers is not None and run.breakers.changed:
-                breakers.save_breakers(conn, gateway_id, run.breakers, now)
-            if gateway_id is not None:
-                if run.watch_token:
-                    run.observations.append(_token_observation(conn, gateway_id, run.token_told))
-                known = problems.load(conn, gateway_id) if run.observations else {}
-                token = known.get(("token", ""))
-                run.recovered = escalate(
-                    conn,
-                    gateway_id,
-                    run.name,
-                    run.outcome,
-                    run.error,
-                    now,
-                    options.quiet_minutes,
-                    told=run.token_told or (token is not None and token.said_at is not None),
-                )
-                run.warnings, run.cleared = escalate_problems(
-                    conn, gateway_id, run.name, run.observations, now, options, known
-                )
-            runs.finish_run(
-                conn,
-                run_id,
-                gateway_id=gateway_id,
-                # Timed by the trusted clock, so that coverage counts the minutes the run really covers.
-                started_at=started + run.clock_offset if run.clock_offset else None,
-                now=now,
-                outcome=run.outcome,
-                requests=run.requests,
-                cloud_requests=run.cloud_requests,
-                rows_added=sum(run.rows_added.values()),
-                error=str(run.error) if run.error else "; ".join(run.endpoint_errors) or None,
-            )
+            _save_answer(conn, run, end)
+            _end_run(conn, run, end, options)
     except SQLAlchemyError as exc:
         if run.error is None:
             run.outcome, run.error = (
                 "failed",
                 DatabaseError(f"cannot write the run log: {describe_db_error(exc)}"),
             )
+
+
+def _save_answer(conn: Connection, run: GatewayRun, end: _End) -> None:
+    """What /info told: the gateway's row, its clock's offset when that changed, a firmware update."""
+    answer = end.answer
+    if end.gateway_id is None or answer is None:
+        return
+    gateways.save_answer(conn, end.gateway_id, answer.info, run.name, answer.at)
+    if answer.clock_offset_s != answer.stored_offset_s:
+        gateways.save_clock_offset(conn, end.gateway_id, answer.clock_offset_s)
+    if answer.previous_firmware:
+        previous, current = answer.previous_firmware, answer.info.firmware
+        gateways.record_firmware_change(conn, end.gateway_id, previous, current, answer.at)
+
+
+def _store(conn: Connection, run: GatewayRun, end: _End) -> None:
+    """Append the readings that changed; store what discovery found and that the gateway session worked."""
+    readings = end.readings
+    assert readings is not None and end.gateway_id is not None
+    saved = samples.save_snapshot(conn, end.gateway_id, readings.snapshot, readings.now)
+    run.rows_added = saved.added
+    run.endpoint_errors += saved.notes()
+    discovery = readings.discovery
+    gateways.save_discovery(conn, end.gateway_id, discovery)
+    if discovery.firmware and discovery.firmware != readings.known.firmware:
+        gateways.record_event(conn, end.gateway_id, "discovered", discovery.describe(), readings.now)
+    if readings.session_used is not None:
+        credentials.touch_session(conn, end.gateway_id, readings.session_used)
+
+
+def _end_run(conn: Connection, run: GatewayRun, end: _End, options: CollectSettings) -> None:
+    """The breakers this run changed, whether its outcome is worth a line (escalation), its row in the run
+    log, and the claim let go."""
+    gateway_id = end.gateway_id
+    if gateway_id is not None and run.breakers is not None and run.breakers.changed:
+        breakers.save_breakers(conn, gateway_id, run.breakers, end.now)
+    if gateway_id is not None:
+        observations = run.observations
+        if run.watch_token:
+            observations = [*observations, _token_observation(conn, gateway_id, run.token_told)]
+        known = problems.load(conn, gateway_id) if observations else {}
+        token = known.get(("token", ""))
+        run.recovered = escalate(
+            conn,
+            gateway_id,
+            run.name,
+            run.outcome,
+            run.error,
+            end.now,
+            options.quiet_minutes,
+            told=run.token_told or (token is not None and token.said_at is not None),
+        )
+        run.warnings, run.cleared = escalate_problems(
+            conn, gateway_id, run.name, observations, end.now, options, known
+        )
+    runs.finish_run(
+        conn,
+        end.run_id,
+        gateway_id=gateway_id,
+        # Timed by the trusted clock, so that coverage counts the minutes the run really covers.
+        started_at=end.started + run.clock_offset if run.clock_offset else None,
+        now=end.now,
+        outcome=run.outcome,
+        requests=run.requests,
+        cloud_requests=run.cloud_requests,
+        rows_added=sum(run.rows_added.values()),
+        error=str(run.error) if run.error else "; ".join(run.endpoint_errors) or None,
+    )
+    if end.claim is not None:
+        claims.release_in(conn, run.name, end.claim.holder)
 
 
 MAX_NAMED = 5  # failed gateways a run's one line names; `status` lists the rest

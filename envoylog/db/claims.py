@@ -18,10 +18,8 @@ from sqlalchemy import BigInteger, Engine, literal_column, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from envoylog.db.models import Claim
-from envoylog.db.sql import dialect_insert, table_of
-
-CLAIMS_TABLE = table_of(Claim)
+from envoylog.db.models import CLAIMS
+from envoylog.db.sql import dialect_insert
 
 # Milliseconds since the epoch by the database's clock: the server's on PostgreSQL, the machine's on SQLite.
 _NOW_MS = {
@@ -68,64 +66,80 @@ def claim(
     lease_s: float,
     run_started_ms: int | None = None,
 ) -> Refusal | None:
+    """Claim `gateway_name` for `lease_s` seconds, in a transaction of its own (see `claim_in`)."""
+    with engine.begin() as conn:
+        return claim_in(conn, gateway_name, holder, lease_s=lease_s, run_started_ms=run_started_ms)
+
+
+def claim_in(
+    conn: Connection,
+    gateway_name: str,
+    holder: str,
+    *,
+    lease_s: float,
+    run_started_ms: int | None = None,
+) -> Refusal | None:
     """Claim `gateway_name` for `lease_s` seconds; None when claimed, else who has it.
 
     A claim is taken over when it has ended (its holder finished, or died and its time ran out), or when it
     is this holder's own. With `run_started_ms`, a gateway another collector finished polling after that time
-    is refused too ("done"): collectors sharing one config then poll each gateway once per round.
+    is refused too ("done"): collectors sharing one config then poll each gateway once per round. The claim
+    holds once the transaction of `conn` commits.
     """
-    with engine.begin() as conn:
-        now = _now(conn)
-        insert = dialect_insert(conn)(CLAIMS_TABLE).values(
-            gateway_name=gateway_name,
-            holder=holder,
-            claimed_ms=now,
-            until_ms=now + int(lease_s * 1000),
-            done_ms=None,
+    now = _now(conn)
+    insert = dialect_insert(conn)(CLAIMS).values(
+        gateway_name=gateway_name,
+        holder=holder,
+        claimed_ms=now,
+        until_ms=now + int(lease_s * 1000),
+        done_ms=None,
+    )
+    current = CLAIMS.c
+    free: ColumnElement[bool] = current.until_ms <= insert.excluded.claimed_ms
+    if run_started_ms is not None:
+        free = free & (current.done_ms.is_(None) | (current.done_ms < run_started_ms))
+    upsert = insert.on_conflict_do_update(
+        index_elements=[current.gateway_name],
+        set_={
+            "holder": insert.excluded.holder,
+            "claimed_ms": insert.excluded.claimed_ms,
+            "until_ms": insert.excluded.until_ms,
+            "done_ms": None,
+        },
+        where=(current.holder == insert.excluded.holder) | free,
+    )
+    if conn.execute(upsert.returning(current.gateway_name)).first() is not None:
+        return None
+    row = conn.execute(
+        select(current.holder, current.until_ms, current.done_ms, now).where(
+            current.gateway_name == gateway_name
         )
-        current = CLAIMS_TABLE.c
-        free: ColumnElement[bool] = current.until_ms <= insert.excluded.claimed_ms
-        if run_started_ms is not None:
-            free = free & (current.done_ms.is_(None) | (current.done_ms < run_started_ms))
-        upsert = insert.on_conflict_do_update(
-            index_elements=[current.gateway_name],
-            set_={
-                "holder": insert.excluded.holder,
-                "claimed_ms": insert.excluded.claimed_ms,
-                "until_ms": insert.excluded.until_ms,
-                "done_ms": None,
-            },
-            where=(current.holder == insert.excluded.holder) | free,
-        )
-        if conn.execute(upsert.returning(current.gateway_name)).first() is not None:
-            return None
-        row = conn.execute(
-            select(current.holder, current.until_ms, current.done_ms, now).where(
-                current.gateway_name == gateway_name
-            )
-        ).one()
+    ).one()
     held = row.until_ms > row[3]
     return Refusal("held" if held else "done", row.holder, row.until_ms, row[3])
 
 
 def release(engine: Engine, gateway_name: str, holder: str) -> None:
-    """Let go of a claim: polled, so another collector may take the gateway (from its next round on)."""
+    """Let go of a claim, in a transaction of its own (see `release_in`)."""
     with engine.begin() as conn:
-        now = _now(conn)
-        conn.execute(
-            update(CLAIMS_TABLE)
-            .where(CLAIMS_TABLE.c.gateway_name == gateway_name, CLAIMS_TABLE.c.holder == holder)
-            .values(until_ms=now, done_ms=now)
-        )
+        release_in(conn, gateway_name, holder)
+
+
+def release_in(conn: Connection, gateway_name: str, holder: str) -> None:
+    """Let go of a claim: polled, so another collector may take the gateway (from its next round on)."""
+    now = _now(conn)
+    conn.execute(
+        update(CLAIMS)
+        .where(CLAIMS.c.gateway_name == gateway_name, CLAIMS.c.holder == holder)
+        .values(until_ms=now, done_ms=now)
+    )
 
 
 def last_polled(engine: Engine) -> dict[str, int]:
     """When each gateway was last polled to the end (ms by the database's clock), by gateway name."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(CLAIMS_TABLE.c.gateway_name, CLAIMS_TABLE.c.done_ms).where(
-                CLAIMS_TABLE.c.done_ms.is_not(None)
-            )
+            select(CLAIMS.c.gateway_name, CLAIMS.c.done_ms).where(CLAIMS.c.done_ms.is_not(None))
         )
         return {name: int(done) for name, done in rows}
 

@@ -10,10 +10,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Row
 
-from envoylog.db.models import (
-    AuthRecord,
-)
-from envoylog.db.sql import dialect_insert, table_of
+from envoylog.db.models import AUTH
+from envoylog.db.sql import dialect_insert
 
 CLOUD_BACKOFF_FIRST = timedelta(hours=1)
 
@@ -68,18 +66,36 @@ def _token(row: Row[Any]) -> StoredToken:
 
 def load_tokens(conn: Connection, gateway_ids: Collection[int] | None = None) -> dict[int, StoredToken]:
     """The token rows of every gateway (or of those in `gateway_ids`) that has one, by gateway id."""
-    query = select(AuthRecord).where(AuthRecord.kind == "token")
+    query = select(AUTH).where(AUTH.c.kind == "token")
     if gateway_ids is not None:
-        query = query.where(AuthRecord.gateway_id.in_(list(gateway_ids)))
+        query = query.where(AUTH.c.gateway_id.in_(list(gateway_ids)))
     return {row.gateway_id: _token(row) for row in conn.execute(query)}
 
 
 def load_session(conn: Connection, gateway_id: int) -> StoredSession | None:
     """The stored session cookie of a gateway."""
-    row = _auth_row(conn, gateway_id, "session")
+    return _session(_auth_row(conn, gateway_id, "session"))
+
+
+def _session(row: Row[Any] | None) -> StoredSession | None:
     if row is None or not row.secret:
         return None
     return StoredSession(row.secret, row.last_used_at)
+
+
+@dataclass(frozen=True)
+class StoredAuth:
+    """A gateway's token row and session, read at once."""
+
+    token: StoredToken | None
+    session: StoredSession | None
+
+
+def load_auth(conn: Connection, gateway_id: int) -> StoredAuth:
+    """The token row and the session of a gateway, in one query."""
+    rows = {row.kind: row for row in conn.execute(select(AUTH).where(AUTH.c.gateway_id == gateway_id))}
+    token = rows.get("token")
+    return StoredAuth(_token(token) if token is not None else None, _session(rows.get("session")))
 
 
 def save_token(
@@ -140,9 +156,7 @@ def record_cloud_failure(conn: Connection, gateway_id: int, now: datetime, error
         _upsert_auth(conn, gateway_id, "token", **values)
     else:
         conn.execute(
-            update(AuthRecord)
-            .where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == "token")
-            .values(**values)
+            update(AUTH).where(AUTH.c.gateway_id == gateway_id, AUTH.c.kind == "token").values(**values)
         )
     return retry_at
 
@@ -155,26 +169,23 @@ def save_session(conn: Connection, gateway_id: int, session_id: str, now: dateti
 def touch_session(conn: Connection, gateway_id: int, now: datetime) -> None:
     """Record that the stored session was used successfully at `now`."""
     conn.execute(
-        update(AuthRecord)
-        .where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == "session")
+        update(AUTH)
+        .where(AUTH.c.gateway_id == gateway_id, AUTH.c.kind == "session")
         .values(last_used_at=now, updated_at=now)
     )
 
 
 def delete_auth(conn: Connection, gateway_id: int, kinds: Iterable[str] = ("token", "session")) -> int:
     """Forget a gateway's token and/or session; return how many were deleted."""
-    result = conn.execute(
-        delete(AuthRecord).where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind.in_(list(kinds)))
-    )
+    result = conn.execute(delete(AUTH).where(AUTH.c.gateway_id == gateway_id, AUTH.c.kind.in_(list(kinds))))
     return int(result.rowcount or 0)
 
 
 def _auth_row(conn: Connection, gateway_id: int, kind: str) -> Row[Any] | None:
-    query = select(AuthRecord).where(AuthRecord.gateway_id == gateway_id, AuthRecord.kind == kind)
+    query = select(AUTH).where(AUTH.c.gateway_id == gateway_id, AUTH.c.kind == kind)
     return conn.execute(query).one_or_none()
 
 
 def _upsert_auth(conn: Connection, gateway_id: int, kind: str, **values: Any) -> None:
-    table = table_of(AuthRecord)
-    insert = dialect_insert(conn)(table).values(gateway_id=gateway_id, kind=kind, **values)
+    insert = dialect_insert(conn)(AUTH).values(gateway_id=gateway_id, kind=kind, **values)
     conn.execute(insert.on_conflict_do_update(index_elements=["gateway_id", "kind"], set_=values))

@@ -10,11 +10,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from envoylog.db.models import AuthLogEntry, CheckFinding
-from envoylog.db.sql import table_of
+from envoylog.db.models import AUTH_LOG, CHECK_FINDINGS
 
-FINDINGS = table_of(CheckFinding)
-AUTH_LOG = table_of(AuthLogEntry)
 AUTH_LOG_KEPT = timedelta(days=2)  # a storm is counted over the last hour or day; older rows go
 
 
@@ -38,7 +35,7 @@ def load_findings(conn: Connection, gateways: Collection[str]) -> dict[Key, Said
     """The open findings of these gateways, by (gateway, kind, subject)."""
     if not gateways:
         return {}
-    rows = conn.execute(select(FINDINGS).where(FINDINGS.c.gateway.in_(list(gateways))))
+    rows = conn.execute(select(CHECK_FINDINGS).where(CHECK_FINDINGS.c.gateway.in_(list(gateways))))
     return {
         (row.gateway, row.kind, row.subject): SaidFinding(
             row.gateway, row.kind, row.subject, row.since, row.said_at, row.seen_at, row.line
@@ -51,7 +48,7 @@ def open_finding(conn: Connection, key: Key, since: datetime, now: datetime, lin
     """Remember a finding seen for the first time."""
     gateway, kind, subject = key
     conn.execute(
-        FINDINGS.insert().values(
+        CHECK_FINDINGS.insert().values(
             gateway=gateway,
             kind=kind,
             subject=subject,
@@ -68,17 +65,21 @@ def update_finding(conn: Connection, key: Key, now: datetime, line: str, said: b
     values: dict[str, object] = {"seen_at": now, "line": line}
     if said:
         values["said_at"] = now
-    conn.execute(update(FINDINGS).where(*_match(key)).values(**values))
+    conn.execute(update(CHECK_FINDINGS).where(*_match(key)).values(**values))
 
 
 def close_finding(conn: Connection, key: Key) -> None:
     """A finding that is no longer there."""
-    conn.execute(delete(FINDINGS).where(*_match(key)))
+    conn.execute(delete(CHECK_FINDINGS).where(*_match(key)))
 
 
 def _match(key: Key) -> list[ColumnElement[bool]]:
     gateway, kind, subject = key
-    return [FINDINGS.c.gateway == gateway, FINDINGS.c.kind == kind, FINDINGS.c.subject == subject]
+    return [
+        CHECK_FINDINGS.c.gateway == gateway,
+        CHECK_FINDINGS.c.kind == kind,
+        CHECK_FINDINGS.c.subject == subject,
+    ]
 
 
 def log_auth(conn: Connection, gateway_id: int, kind: str, now: datetime) -> None:

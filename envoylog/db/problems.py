@@ -9,10 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
-from envoylog.db.models import Problem
-from envoylog.db.sql import table_of
-
-PROBLEMS = table_of(Problem)
+from envoylog.db.models import PROBLEMS
 
 
 @dataclass(frozen=True)

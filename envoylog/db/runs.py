@@ -11,11 +11,8 @@ from sqlalchemy import String, Subquery, and_, column, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
-from envoylog.db.models import (
-    Gateway,
-    Run,
-)
-from envoylog.db.sql import newest_per_owner, table_of
+from envoylog.db.models import GATEWAYS, RUNS
+from envoylog.db.sql import newest_per_owner
 
 # How a run ended: "running" until it does (and for good if its process died); "partial" when some endpoint
 # failed but readings were stored.
@@ -23,24 +20,21 @@ RunOutcome = Literal["running", "ok", "partial", "failed"]
 # The outcomes of runs that read the gateway: they vouch for the minutes after them.
 SUCCESS: tuple[RunOutcome, ...] = ("ok", "partial")
 
-RUNS_TABLE = table_of(Run)
-
 
 def load_run_minutes(conn: Connection, gateway_id: int, start: datetime, end: datetime) -> set[int]:
     """The minutes (epoch seconds // 60) in [start, end) in which a run of this gateway started."""
-    query = select(Run.started_at).where(
-        Run.gateway_id == gateway_id, Run.started_at >= start, Run.started_at < end
+    query = select(RUNS.c.started_at).where(
+        RUNS.c.gateway_id == gateway_id, RUNS.c.started_at >= start, RUNS.c.started_at < end
     )
     return {int(at.timestamp()) // 60 for (at,) in conn.execute(query)}
 
 
 def start_run(conn: Connection, gateway_name: str, now: datetime) -> int:
     """Record that a run of this gateway started; it stays "running" if the process dies."""
-    table = table_of(Run)
     result = conn.execute(
-        table.insert()
+        RUNS.insert()
         .values(gateway_name=gateway_name, started_at=now, outcome="running")
-        .returning(table.c.id)
+        .returning(RUNS.c.id)
     )
     return int(result.scalar_one())
 
@@ -61,8 +55,8 @@ def finish_run(
     """Record how a run ended (and when it started, where the clock that timed its start was wrong)."""
     moved = {"started_at": started_at} if started_at is not None else {}
     conn.execute(
-        update(Run)
-        .where(Run.id == run_id)
+        update(RUNS)
+        .where(RUNS.c.id == run_id)
         .values(
             **moved,
             gateway_id=gateway_id,
@@ -79,12 +73,12 @@ def finish_run(
 def last_run(conn: Connection, gateway_id: int, *, successful: bool = False) -> Row[Any] | None:
     """The gateway's newest finished-or-running run (only those that read it, with `successful`)."""
     query = (
-        select(Run.outcome, Run.started_at, Run.finished_at)
-        .where(Run.gateway_id == gateway_id)
-        .order_by(Run.started_at.desc(), Run.id.desc())
+        select(RUNS.c.outcome, RUNS.c.started_at, RUNS.c.finished_at)
+        .where(RUNS.c.gateway_id == gateway_id)
+        .order_by(RUNS.c.started_at.desc(), RUNS.c.id.desc())
         .limit(1)
     )
-    row = conn.execute(query.where(Run.outcome.in_(SUCCESS)) if successful else query).one_or_none()
+    row = conn.execute(query.where(RUNS.c.outcome.in_(SUCCESS)) if successful else query).one_or_none()
     return cast("Row[Any] | None", row)
 
 
@@ -92,15 +86,15 @@ def last_runs(conn: Connection, gateway_id: int) -> dict[str, Row[Any] | None]:
     """The gateway's newest run, newest successful run and newest run with an error."""
     # Times are stored to the second: the id orders runs that started within the same one.
     base = (
-        select(Run)
-        .where(Run.gateway_id == gateway_id)
-        .order_by(Run.started_at.desc(), Run.id.desc())
+        select(RUNS)
+        .where(RUNS.c.gateway_id == gateway_id)
+        .order_by(RUNS.c.started_at.desc(), RUNS.c.id.desc())
         .limit(1)
     )
     return {
         "last": conn.execute(base).one_or_none(),
-        "success": conn.execute(base.where(Run.outcome.in_(SUCCESS))).one_or_none(),
-        "error": conn.execute(base.where(Run.error.is_not(None))).one_or_none(),
+        "success": conn.execute(base.where(RUNS.c.outcome.in_(SUCCESS))).one_or_none(),
+        "error": conn.execute(base.where(RUNS.c.error.is_not(None))).one_or_none(),
     }
 
 
@@ -139,9 +133,9 @@ def _newer(one: LoggedRun | None, other: LoggedRun | None) -> LoggedRun | None:
 
 _PICKS: dict[str, tuple[ColumnElement[bool], ...]] = {
     "last": (),
-    "finished": (Run.outcome != "running",),
-    "success": (Run.outcome.in_(SUCCESS),),
-    "error": (Run.error.is_not(None),),
+    "finished": (RUNS.c.outcome != "running",),
+    "success": (RUNS.c.outcome.in_(SUCCESS),),
+    "error": (RUNS.c.error.is_not(None),),
 }
 
 
@@ -151,11 +145,11 @@ def newest_runs(conn: Connection, gateway_ids: Collection[int] | None = None) ->
     Each is an index lookup per gateway (ix_runs_gateway_started, ix_runs_gateway_error): the cost grows with
     the gateways, not with the run log.
     """
-    owners = select(Gateway.id.label("owner"))
+    owners = select(GATEWAYS.c.id.label("owner"))
     if gateway_ids is not None:
-        owners = owners.where(Gateway.id.in_(list(gateway_ids)))
+        owners = owners.where(GATEWAYS.c.id.in_(list(gateway_ids)))
     subquery = owners.subquery("owners")
-    return _newest(conn, subquery, Run.gateway_id == subquery.c.owner, _PICKS)
+    return _newest(conn, subquery, RUNS.c.gateway_id == subquery.c.owner, _PICKS)
 
 
 def newest_unattributed_runs(conn: Connection, names: Collection[str] | None = None) -> dict[str, NewestRuns]:
@@ -164,9 +158,9 @@ def newest_unattributed_runs(conn: Connection, names: Collection[str] | None = N
     Such runs failed before the gateway's /info answered, or are still running (a run learns its gateway as it
     ends). None of them is a success: a run that read its gateway knows it. ix_runs_unattributed holds them.
     """
-    owners = select(Run.gateway_name.label("owner")).where(Run.gateway_id.is_(None)).distinct()
+    owners = select(RUNS.c.gateway_name.label("owner")).where(RUNS.c.gateway_id.is_(None)).distinct()
     if names is not None:
-        subquery = owners.where(Run.gateway_name.in_(list(names))).subquery("owners")
+        subquery = owners.where(RUNS.c.gateway_name.in_(list(names))).subquery("owners")
     elif conn.dialect.name == "sqlite":
         # Without statistics SQLite reads `gateway_id IS NULL` from the index by gateway, fetching every such
         # run (a year of nightly outages: a second); ix_runs_unattributed holds their names, in order.
@@ -180,7 +174,7 @@ def newest_unattributed_runs(conn: Connection, names: Collection[str] | None = N
         )
     else:
         subquery = owners.subquery("owners")
-    owned = and_(Run.gateway_id.is_(None), Run.gateway_name == subquery.c.owner)
+    owned = and_(RUNS.c.gateway_id.is_(None), RUNS.c.gateway_name == subquery.c.owner)
     picks = {name: where for name, where in _PICKS.items() if name != "success"}
     return _newest(conn, subquery, owned, picks)
 
@@ -194,8 +188,8 @@ def _newest(
     found = newest_per_owner(
         conn,
         owners,
-        RUNS_TABLE,
-        (Run.started_at.desc(), Run.id.desc()),
+        RUNS,
+        (RUNS.c.started_at.desc(), RUNS.c.id.desc()),
         {name: (owned, *where) for name, where in picks.items()},
         ("id", "started_at", "finished_at", "outcome", "requests", "error"),
     )

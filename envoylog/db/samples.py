@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.engine import Connection
 
-from envoylog.db.models import Series
-from envoylog.db.sql import insert_ignore, table_of
+from envoylog.db.models import SERIES
+from envoylog.db.sql import insert_ignore
 from envoylog.db.stored import BATTERY, INVERTER, METER, StoredReadings
 from envoylog.readings.model import InverterReading, MeterReading, Snapshot
 
@@ -144,11 +144,12 @@ def find_series_ids(
     """The ids of a gateway's series by (kind, phase, device), adding those that are new."""
     if not keys:
         return {}
-    table = table_of(Series)
     rows = [{"gateway_id": gateway_id, "kind": k, "phase": p, "device": d} for k, p, d in keys]
-    insert_ignore(conn, table, rows, ["gateway_id", "kind", "phase", "device"])
+    insert_ignore(conn, SERIES, rows, ["gateway_id", "kind", "phase", "device"])
     found = conn.execute(
-        select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+        select(SERIES.c.id, SERIES.c.kind, SERIES.c.phase, SERIES.c.device).where(
+            SERIES.c.gateway_id == gateway_id
+        )
     )
     return {(kind, phase, device): sid for sid, kind, phase, device in found}
 
@@ -169,7 +170,7 @@ def _latest_values(
     """
     if not series_ids:
         return {}
-    series = table_of(Series)
+    series = SERIES
     condition = table.c.series_id == series.c.id
     if before is not None:
         condition = and_(condition, table.c[time_column] < before)
@@ -243,7 +244,9 @@ def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
     series = {
         sid: (kind, phase, device)
         for sid, kind, phase, device in conn.execute(
-            select(Series.id, Series.kind, Series.phase, Series.device).where(Series.gateway_id == gateway_id)
+            select(SERIES.c.id, SERIES.c.kind, SERIES.c.phase, SERIES.c.device).where(
+                SERIES.c.gateway_id == gateway_id
+            )
         )
     }
     rows: list[LatestRow] = []
@@ -261,8 +264,8 @@ def count_rows(conn: Connection, gateway_id: int) -> dict[str, int]:
         table = kind.stored.data
         query = (
             select(func.count())
-            .select_from(table.join(table_of(Series), table.c.series_id == Series.id))
-            .where(Series.gateway_id == gateway_id)
+            .select_from(table.join(SERIES, table.c.series_id == SERIES.c.id))
+            .where(SERIES.c.gateway_id == gateway_id)
         )
         counts[name] = int(conn.execute(query).scalar_one())
     return counts
@@ -280,13 +283,13 @@ def count_rows_by_gateway(
         table = kind.stored.data
         per_series = select(table.c.series_id, func.count().label("rows")).group_by(table.c.series_id)
         if gateway_ids is not None:
-            mine = select(Series.id).where(Series.gateway_id.in_(list(gateway_ids)))
+            mine = select(SERIES.c.id).where(SERIES.c.gateway_id.in_(list(gateway_ids)))
             per_series = per_series.where(table.c.series_id.in_(mine))
         counted = per_series.subquery("counted")
         query = (
-            select(Series.gateway_id, func.sum(counted.c.rows))
-            .join(counted, counted.c.series_id == Series.id)
-            .group_by(Series.gateway_id)
+            select(SERIES.c.gateway_id, func.sum(counted.c.rows))
+            .join(counted, counted.c.series_id == SERIES.c.id)
+            .group_by(SERIES.c.gateway_id)
         )
         for gateway_id, rows in conn.execute(query):
             counts.setdefault(gateway_id, {"meter": 0, "inverter": 0, "battery": 0})[name] = int(rows)

@@ -1,21 +1,13 @@
-"""What the storage modules share: a model's Core table, inserts that skip existing keys, the newest rows of
-each owner.
-"""
+"""What the storage modules share: inserts that skip existing keys, the newest rows of each owner."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Subquery, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
-
-
-def table_of(model: Any) -> Table:
-    """The Core table of a declarative model."""
-    return cast(Table, model.__table__)
 
 
 def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], unique: list[str]) -> list[Any]:
@@ -30,7 +22,14 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]], un
 
 
 def dialect_insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    """The INSERT with ON CONFLICT of the connection's database (only its own dialect's module is loaded)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
 
 
 def newest_per_owner(

@@ -29,7 +29,7 @@ from sqlalchemy import (
     Table,
 )
 
-from envoylog.db.models import Base
+from envoylog.db.models import METADATA
 from envoylog.db.types import UtcDateTime
 
 # The meter's sources, by code: 0 and 1 take no bytes at all in a SQLite row.
@@ -82,7 +82,7 @@ def _data_table(name: str, time: str, values: Any, source: bool, required: tuple
     ]
     if source:
         columns.append(Column("source", SmallInteger, nullable=False))
-    return Table(name, Base.metadata, *columns, sqlite_with_rowid=False)
+    return Table(name, METADATA, *columns, sqlite_with_rowid=False)
 
 
 def _view(name: str, time: str, order: tuple[str, ...]) -> Table:

@@ -28,7 +28,8 @@ from envoylog.db.bulk import save_rows_bulk
 from envoylog.db.engine import SQLITE_BEGIN, describe_db_error
 from envoylog.db.lock import collect_lock
 from envoylog.db.migrate import open_database
-from envoylog.db.runs import RUNS_TABLE, load_run_minutes
+from envoylog.db.models import RUNS
+from envoylog.db.runs import load_run_minutes
 from envoylog.db.stored import encode_value
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.readings.endpoints import SLOW_EVERY
@@ -370,7 +371,7 @@ def _save_runs(
         "rows_added",
         "error",
     ]
-    return save_rows_bulk(conn, RUNS_TABLE, columns, runs)
+    return save_rows_bulk(conn, RUNS, columns, runs)
 
 
 def _requests(model: GatewayModel, polls: IntArray) -> IntArray:

@@ -14,7 +14,6 @@ from envoylog.config import GatewaySettings
 from envoylog.errors import AuthError
 from envoylog.gateway.client import READ_TIMEOUT_S, Answer, GatewayClient
 from envoylog.gateway.cloud import CloudClient, CloudError, CloudTimeUp
-from envoylog.gateway.routes import fetch_token
 from envoylog.gateway.store import AuthStore, TokenSource
 from envoylog.gateway.tokens import TokenInfo, decode_token
 
@@ -201,6 +200,9 @@ def fetch_and_store_token(
     The routes are tried in order, the one remembered from the last token first; one failure is recorded for
     the whole attempt (every route failed), and the route that worked is remembered.
     """
+    # The cloud's routes (and their HTML parsing) are loaded only by the runs that need a token.
+    from envoylog.gateway.routes import fetch_token
+
     assert settings.username and settings.password
     stored = store.load_token()
     try:

@@ -84,6 +84,12 @@ class GatewayClient:
         """Close the connection pool."""
         self.session.close()
 
+    def renew(self, deadline: float) -> None:
+        """Start another run on this session, its connection kept: a new deadline, no request made yet."""
+        self.deadline = deadline
+        self.requests_made = 0
+        self.gateway_time = None
+
     def gateway_now(self) -> datetime | None:
         """The gateway's clock now, as its last Date header tells it (to the second); None without one."""
         if self.gateway_time is None:

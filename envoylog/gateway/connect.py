@@ -16,13 +16,27 @@ class UnsupportedGateway(GatewayError):
 
 
 def connect(
-    gateway: GatewaySettings, deadline: float, *, https_only: bool = False
+    gateway: GatewaySettings, deadline: float, *, https_only: bool = False, kept: GatewayClient | None = None
 ) -> tuple[GatewayClient, GatewayInfo]:
     """Find the gateway (HTTPS, then HTTP for a bare host) and read /info; check the serial if one is set.
 
     A gateway that needs a token (known from earlier runs, or saying so now) is never talked to over plain
-    HTTP: an impostor answering there would be handed the session cookie and the owner's token.
+    HTTP: an impostor answering there would be handed the session cookie and the owner's token. `kept`: the
+    client of an earlier run (`collect --every`), whose connection is used again for its URL (and closed if
+    another is the one returned).
     """
+    found: GatewayClient | None = None
+    try:
+        found, info = _connect(gateway, deadline, https_only, kept)
+        return found, info
+    finally:
+        if kept is not None and kept is not found:
+            kept.close()
+
+
+def _connect(
+    gateway: GatewaySettings, deadline: float, https_only: bool, kept: GatewayClient | None
+) -> tuple[GatewayClient, GatewayInfo]:
     failures: list[str] = []
     requests_before = 0
     urls = [url for url in gateway.base_urls if url.startswith("https://") or not https_only]
@@ -32,7 +46,11 @@ def connect(
             f"give its host as https://... instead of {gateway.host}"
         )
     for base_url in urls:
-        client = GatewayClient(base_url, deadline=deadline, fingerprint=gateway.fingerprint)
+        if kept is not None and kept.base_url == base_url:
+            client = kept
+            client.renew(deadline)
+        else:
+            client = GatewayClient(base_url, deadline=deadline, fingerprint=gateway.fingerprint)
         client.requests_made = requests_before
         try:
             answer = client.get("/info")

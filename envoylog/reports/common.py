@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from envoylog.db import gateways
 from envoylog.db.engine import describe_db_error
 from envoylog.db.migrate import open_database, require_database
-from envoylog.db.models import Series
+from envoylog.db.models import SERIES
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.times import local_midnight, zone_of
 
@@ -89,10 +89,10 @@ def gateway_ids(conn: Connection, gateway: str | None) -> list[tuple[int, str]]:
 
 def site_series(conn: Connection, gateway_id: int) -> dict[str, int]:
     """The gateway's all-phase production, consumption and net-consumption series, by kind."""
-    query = select(Series.kind, Series.id).where(
-        Series.gateway_id == gateway_id,
-        Series.phase == 0,
-        Series.device == "",
-        Series.kind.in_(("production", "consumption", "net_consumption")),
+    query = select(SERIES.c.kind, SERIES.c.id).where(
+        SERIES.c.gateway_id == gateway_id,
+        SERIES.c.phase == 0,
+        SERIES.c.device == "",
+        SERIES.c.kind.in_(("production", "consumption", "net_consumption")),
     )
     return {kind: sid for kind, sid in conn.execute(query)}

@@ -24,9 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from envoylog.db.models import Run
+from envoylog.db.models import RUNS
 from envoylog.db.runs import SUCCESS
-from envoylog.db.sql import table_of
 from envoylog.db.types import UtcDateTime
 from envoylog.reports.common import Day
 from envoylog.reports.sql import epoch_seconds, rows_param
@@ -82,7 +81,7 @@ class Coverage:
 
 def day_coverage(conn: Connection, gateway_id: int, days: list[Day]) -> list[Coverage]:
     """Coverage per day: a count of 5-minute buckets holding a run, and the exact sum where one is empty."""
-    runs = table_of(Run)
+    runs = RUNS
     bucket_s = timedelta(seconds=BUCKET_S)
     bounds = rows_param(
         conn,
@@ -135,7 +134,7 @@ def _buckets(day: Day) -> int:
 
 def _exact_coverage(conn: Connection, gateway_id: int, days: list[Day], result: list[Coverage]) -> None:
     """The covered share of days with an empty bucket, from the chains of runs less than 10 minutes apart."""
-    runs = table_of(Run)
+    runs = RUNS
     spans: list[tuple[datetime, datetime]] = []
     for day in days:
         if spans and spans[-1][1] == day.start:

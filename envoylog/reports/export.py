@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.db.engine import describe_db_error
 from envoylog.db.gateways import lookup_gateways
-from envoylog.db.models import Series
+from envoylog.db.models import SERIES
 from envoylog.db.stored import BATTERY_READINGS, INVERTER_READINGS, METER_READINGS
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.times import local_day_bounds, zone_of
@@ -31,7 +31,7 @@ CHUNK_ROWS = 50_000
 class ExportTable:
     """What one export table holds: the series it takes, the columns it writes, where they come from."""
 
-    model: Table  # the readings view
+    table: Table  # the readings view
     kinds: tuple[str, ...]
     series_columns: tuple[str, ...]  # from the series: "gateway" (its serial), "kind", "phase", "serial"
     time_column: str
@@ -81,15 +81,15 @@ def _chunks(
     chunk_rows: int,
 ) -> Generator[list[tuple[Any, ...]]]:
     """The rows of every chosen series, a chunk at a time, series by series in time order."""
-    model = spec.model
-    time_column = model.c[spec.time_column]
-    values = [model.c[name] for name in spec.value_columns]
+    table = spec.table
+    time_column = table.c[spec.time_column]
+    values = [table.c[name] for name in spec.value_columns]
     # yield_per streams the rows (a server-side cursor on PostgreSQL) instead of fetching them all.
     streaming = conn.execution_options(yield_per=chunk_rows)
     for sid, prefix in series:
         query = (
             select(time_column, *values)
-            .where(model.c.series_id == sid, time_column >= start, time_column < end)
+            .where(table.c.series_id == sid, time_column >= start, time_column < end)
             .order_by(time_column)
         )
         with streaming.execute(query) as result:
@@ -101,9 +101,9 @@ def _series(conn: Any, spec: ExportTable, gateway: str | None) -> list[tuple[int
     """The series to export, each with the values of its series columns."""
     gateways = {row.id: row.serial for row in lookup_gateways(conn, gateway)}
     query = (
-        select(Series.id, Series.gateway_id, Series.kind, Series.phase, Series.device)
-        .where(Series.kind.in_(spec.kinds), Series.gateway_id.in_(list(gateways)))
-        .order_by(Series.kind, Series.phase, Series.device)
+        select(SERIES.c.id, SERIES.c.gateway_id, SERIES.c.kind, SERIES.c.phase, SERIES.c.device)
+        .where(SERIES.c.kind.in_(spec.kinds), SERIES.c.gateway_id.in_(list(gateways)))
+        .order_by(SERIES.c.kind, SERIES.c.phase, SERIES.c.device)
     )
     found = []
     for sid, gateway_id, kind, phase, device in conn.execute(query):

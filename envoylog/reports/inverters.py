@@ -11,7 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from envoylog.db.models import Series
+from envoylog.db.models import SERIES
 from envoylog.reports.columns import INVERTER_COLUMNS
 from envoylog.reports.common import Day, connection, gateway_ids, local_days
 from envoylog.reports.counters import INVERTER_MEASURE, INVERTER_ROWS, day_energies
@@ -51,9 +51,9 @@ def inverter_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _inverter_days(conn: Connection, gateway_id: int, serial: str, days: list[Day]) -> list[dict[str, Any]]:
     query = (
-        select(Series.id, Series.device)
-        .where(Series.gateway_id == gateway_id, Series.kind == "inverter")
-        .order_by(Series.device)
+        select(SERIES.c.id, SERIES.c.device)
+        .where(SERIES.c.gateway_id == gateway_id, SERIES.c.kind == "inverter")
+        .order_by(SERIES.c.device)
     )
     inverters = [(sid, device) for sid, device in conn.execute(query)]
     if not inverters:

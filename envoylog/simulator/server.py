@@ -408,6 +408,10 @@ class Simulator:
         with self._log_lock:
             self._log.clear()
 
+    def gateway_connections(self) -> int:
+        """The connections (on HTTPS, the TLS handshakes) the gateway accepted since it started."""
+        return self._server(0).connections_accepted
+
     def _record(self, service: str, request: Request, response: Response, account: str | None = None) -> None:
         entry = LoggedRequest(
             datetime.now(UTC), service, request.method, request.target, response.status, account

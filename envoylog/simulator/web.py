@@ -187,6 +187,7 @@ class AppServer(ThreadingHTTPServer):
         self.stopping = stopping
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.connections_accepted = 0  # a client that keeps its connection alive costs one handshake
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse DNS look-up of the address, which can be slow."""
@@ -216,6 +217,7 @@ class AppServer(ThreadingHTTPServer):
         """Remember the connection so that stopping can close it."""
         with self._connections_lock:
             self._connections.add(request)
+            self.connections_accepted += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:

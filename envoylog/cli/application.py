@@ -91,8 +91,3 @@ app.command()(reading.export)
 db_app.command("upgrade")(database.db_upgrade)
 db_app.command("current")(database.db_current)
 app.command()(trying.simulate)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
