@@ -33,9 +33,11 @@ def main() -> None:
     from envoylog.cli.cron import run_plain_collect
 
     run_plain_collect(sys.argv[1:])  # exits when the command line was one
-    gc.enable()
     from envoylog.cli.application import app
 
+    # Typer and the commands' modules are loaded too: the collector is back on for the commands, and the
+    # short ones that load much more (a report: pandas) turn it off for their run (cli/process.py).
+    gc.enable()
     app()
 
 
