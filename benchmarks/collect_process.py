@@ -2,17 +2,19 @@
 
     python benchmarks/collect_process.py [--rounds 7] [--other-tree PATH] [--postgres URL]
 
-Starts the simulated gateway (`envoylog simulate`, the metered profile) as a process, collects once (the
-first login and discovery), then each round runs, one after another: the baseline `python -c "import
-sqlalchemy, requests"`, then `envoylog collect` from this tree (and from `--other-tree`, a checkout of another
-revision, when given), each a new process. It prints the median CPU time (user + system) and peak resident
-memory of each, and the CPU ratio to the baseline of the same rounds (issue 14's target: at most 1.5x, 60 MB).
-On PostgreSQL a second baseline also imports the driver, psycopg, which every collect there loads.
+Starts the simulated gateway (`envoylog simulate`, the metered profile) as a process, collects once from each
+tree into a database of its own (the first login and discovery), then each round runs, one after another: the
+baseline `python -c "import sqlalchemy, requests"`, then `envoylog collect` from this tree (and from
+`--other-tree`, a checkout of another revision, when given), each a new process. It prints the median CPU
+time (user + system) and peak resident memory of each, and the CPU ratio to the baseline of the same rounds
+(issue 14's target: at most 1.5x, 60 MB). On PostgreSQL a second baseline also imports the driver, psycopg,
+which every collect there loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -71,15 +73,25 @@ def main() -> None:
     parser.add_argument("--other-tree", type=Path, help="a checkout of another revision to compare")
     parser.add_argument("--postgres", help="a PostgreSQL URL (default: a SQLite file)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        db_url, cleanup = scratch_database(args.postgres, Path(folder), "collect_process", "envoylog-bench")
-        sim, env = start_simulator(["--profile", "metered", "--speed", "1"], db_url)
+    trees = {"this tree": ROOT}
+    if args.other_tree:
+        trees["other tree"] = args.other_tree.resolve()
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as cleanups:
+        # A database for each tree: an older revision refuses a schema that a newer one upgraded.
+        databases = {}
+        for number, name in enumerate(trees):
+            url, cleanup = scratch_database(
+                args.postgres, Path(folder), f"collect_process_{number}", "envoylog-bench"
+            )
+            cleanups.callback(cleanup)
+            databases[name] = url
+        sim, env = start_simulator(["--profile", "metered", "--speed", "1"], databases["this tree"])
         try:
-            trees = {"this tree": ROOT}
-            if args.other_tree:
-                trees["other tree"] = args.other_tree.resolve()
-            envs = {name: dict(env, PYTHONPATH=str(tree)) for name, tree in trees.items()}
-            measure(COLLECT, envs["this tree"])  # the first run: login, discovery, the schema
+            envs = {}
+            for name, tree in trees.items():
+                envs[name] = dict(env, PYTHONPATH=str(tree), ENVOYLOG_DB=databases[name])
+            for name in trees:
+                measure(COLLECT, envs[name])  # each tree's first run: login, discovery, the schema
             commands = {"baseline": BASELINE, **({"+ psycopg": DRIVER_BASELINE} if args.postgres else {})}
             commands.update({name: COLLECT for name in trees})
             cpu: dict[str, list[float]] = {name: [] for name in commands}
@@ -92,7 +104,6 @@ def main() -> None:
         finally:
             sim.terminate()
             sim.wait()
-            cleanup()
     base = statistics.median(cpu["baseline"])
     driver = statistics.median(cpu["+ psycopg"]) if args.postgres else None
     print(f"{args.rounds} paired rounds on {'PostgreSQL' if args.postgres else 'SQLite'}; medians")
