@@ -141,7 +141,10 @@ class Collector:
         self.clock = clock
         self.cloud_verify = cloud_verify
         self.holder = holder or claims.this_process()
-        self.sessions: dict[str, GatewayClient] = {}  # each gateway's HTTP session, by its configured name
+        # Each gateway's HTTP session, by its configured name; not for a fleet so big that a connection each
+        # would take the process's file descriptors (1,024 by default).
+        keep = len(settings.gateways) <= MAX_KEPT_SESSIONS
+        self.sessions: dict[str, GatewayClient] | None = {} if keep else None
         self._engine: Engine | None = None
 
     def __enter__(self) -> Collector:
@@ -152,9 +155,10 @@ class Collector:
 
     def close(self) -> None:
         """Close the gateways' connections and the database's."""
-        for client in self.sessions.values():
-            client.close()
-        self.sessions.clear()
+        if self.sessions:
+            for client in self.sessions.values():
+                client.close()
+            self.sessions.clear()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -296,6 +300,7 @@ def _order(engine: Engine, settings: Settings) -> list[GatewaySettings]:
     return sorted(settings.gateways, key=lambda gateway: last.get(gateway.name, -1))
 
 
+MAX_KEPT_SESSIONS = 200  # gateways whose HTTP sessions a Collector keeps between cycles
 CLAIM_MARGIN_S = 10.0  # a claim outlives its run's deadline by this much: the last writes, a slow exit
 MIN_START_S = 5.0  # /info and the main endpoint of a real gateway take a few seconds
 
@@ -313,7 +318,7 @@ class Shared:
     clock: Callable[[], datetime]
     cloud_verify: str | bool
     logins: CloudLogins
-    sessions: dict[str, GatewayClient]  # the gateways' HTTP sessions, kept from one cycle to the next
+    sessions: dict[str, GatewayClient] | None  # the gateways' HTTP sessions, kept from one cycle to the next
     run_started_ms: int | None = None  # the database's clock at the start, when collectors share a config
 
     @property
