@@ -82,7 +82,9 @@ def _data_table(name: str, time: str, values: Any, source: bool, required: tuple
     ]
     if source:
         columns.append(Column("source", SmallInteger, nullable=False))
-    return Table(name, METADATA, *columns, sqlite_with_rowid=False)
+    # On SQLite the rows live in the key's index (WITHOUT ROWID), as migration 0010 made the table. Not
+    # declared here: a dialect's option makes SQLAlchemy load that dialect, SQLite's on PostgreSQL too.
+    return Table(name, METADATA, *columns)
 
 
 def _view(name: str, time: str, order: tuple[str, ...]) -> Table:
