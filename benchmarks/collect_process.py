@@ -58,7 +58,14 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     args = command[2:] if command[1] == "-m" else ["-c", command[2]]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(  # noqa: S603 - our own code
-        [sys.executable, "-c", shim, *args], env=env, capture_output=True, text=True, check=False
+        # From the root folder: `python -c` puts the working folder first on the import path, where it would
+        # shadow the tree PYTHONPATH names.
+        [sys.executable, "-c", shim, *args],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
