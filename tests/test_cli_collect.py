@@ -745,14 +745,7 @@ def test_cron_run_is_silent_and_never_imports_pandas(cli: Site, tmp_path: Path) 
 
 def test_collect_every_keeps_polling_and_stops_cleanly_on_sigterm(cli: Site, tmp_path: Path) -> None:
     env = cron_environment(cli.sim, cli.db_url, tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "envoylog", "collect", "--every", "1"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_every(env, tmp_path)
     try:
         deadline = time.monotonic() + 30
         runs = 0
@@ -784,14 +777,7 @@ def test_collect_every_keeps_its_connections_and_the_gateway_session_across_cycl
     if url.get_backend_name() == "postgresql":  # its connections are found by their name
         url = url.update_query_dict({"application_name": "envoylog-every-pool"})
     env = cron_environment(cli.sim, url.render_as_string(hide_password=False), tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "envoylog", "collect", "--every", "1"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_every(env, tmp_path)
     try:
         database_sessions = [
             _database_sessions(cli, url.get_backend_name()) for _ in _cycles(cli, process, 3)
@@ -810,6 +796,18 @@ def test_collect_every_keeps_its_connections_and_the_gateway_session_across_cycl
     assert {entry.service for entry in log} == {"gateway"}  # and no cloud login
     assert cli.sim.gateway_connections() - connections == 1  # one TLS handshake for every cycle
     assert len(set(database_sessions)) == 1  # one database connection, opened once
+
+
+def start_every(env: dict[str, str], folder: Path) -> subprocess.Popen[str]:
+    """`envoylog collect --every 1` as a process of its own, as a service manager starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "envoylog", "collect", "--every", "1"],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _cycles(site: Site, process: subprocess.Popen[str], count: int) -> Iterator[int]:
