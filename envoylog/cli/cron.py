@@ -10,6 +10,7 @@ both run `collect` below. tests/test_cli_usage.py checks that this reader and Ty
 
 from __future__ import annotations
 
+import atexit
 import gc
 import math
 import os
@@ -89,6 +90,10 @@ def run_plain_collect(args: list[str]) -> None:
         return
     if line.every is not None:
         gc.enable()  # a process that runs for days collects its garbage (see envoylog.cli.main)
+    else:
+        # Nor a collection over the whole heap when it exits: the objects go with the process (atexit runs
+        # before the interpreter's last collections, which skip frozen objects).
+        atexit.register(gc.freeze)
     options = Options()
     options.update(line.db, line.config, line.verbose)
     code = run_action(options, lambda options: collect(options, line.every, line.deadline, line.textfile))
