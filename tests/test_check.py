@@ -26,7 +26,8 @@ from envoylog.collect.run import collect_all
 from envoylog.config import CheckSettings, GatewaySettings, Settings, load_settings
 from envoylog.db.migrate import open_database
 from envoylog.db.models import RUNS
-from envoylog.db.stored import BATTERY, INVERTER, METER
+from envoylog.db.meters import METER_DATA
+from envoylog.db.stored import BATTERY, INVERTER
 from envoylog.demo.filler import fill_history
 from envoylog.errors import EXIT_CODES, ConfigError
 from envoylog.simulator import EndpointFault, Quirks
@@ -242,7 +243,7 @@ HOME = "demo"  # the filler's gateway name
 TIMES = [
     (RUNS, RUNS.c.started_at),
     (INVERTER.data, INVERTER.data.c.reported_at),
-    (METER.data, METER.data.c.read_at),
+    (METER_DATA, METER_DATA.c.read_at),
     (BATTERY.data, BATTERY.data.c.read_at),
 ]
 

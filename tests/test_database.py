@@ -192,12 +192,30 @@ def _exported(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-def test_readings_stored_as_integers_upgrade_in_place_with_every_value_kept(db_url: str) -> None:
-    """A database of the float tables (0009) upgrades to the integer ones: the same rows, the same values at
-    the stored precision (thousandths; only a float's noise beyond them is gone), the same report."""
+def _as_sql_reads(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stored reading as SQL reads it: the readings' tables before 0010, their views since."""
+    with engine.connect() as conn:
+        return {
+            name: [tuple(row) for row in conn.execute(text(f"SELECT * FROM {name} ORDER BY series_id, {at}"))]
+            for name, at in (
+                ("meter_readings", "read_at"),
+                ("inverter_readings", "reported_at"),
+                ("battery_readings", "read_at"),
+            )
+        }
+
+
+def test_readings_upgrade_in_place_with_every_value_kept(db_url: str) -> None:
+    """A database of the float tables (0009) upgrades to integers (0010) and to a row per meter channel
+    (0011): the same rows, the same values at the stored precision (thousandths; only a float's noise beyond
+    them is gone), the same report; and `export`, which reads the channel rows itself, reads what SQL does."""
     fill_history(db_url, date(2025, 6, 20), date(2025, 6, 21), profile="metered")
     engine = create_db_engine(db_url, create=False)
     try:
+        # The report as this version gives it (the old versions' read the same columns of meter_readings).
+        report_before = daily_report(
+            engine, date(2025, 6, 20), date(2025, 6, 21), timezone="Europe/Amsterdam"
+        )
         with engine.begin() as conn:
             command.downgrade(alembic_config(conn), "0009")
             assert "meter_readings" in inspect(conn).get_table_names()
@@ -205,14 +223,12 @@ def test_readings_stored_as_integers_upgrade_in_place_with_every_value_kept(db_u
             conn.execute(
                 text("UPDATE meter_readings SET wh_lifetime = wh_lifetime + 3e-9 WHERE source = 'meters'")
             )
-        before = _exported(engine)
-        report_before = daily_report(
-            engine, date(2025, 6, 20), date(2025, 6, 21), timezone="Europe/Amsterdam"
-        )
+        before = _as_sql_reads(engine)
         upgrade(engine)
         assert current_revision(engine) == HEAD_REVISION
         assert "meter_readings" in inspect(engine).get_view_names()
-        after = _exported(engine)
+        after = _as_sql_reads(engine)
+        exported = _exported(engine)
         report_after = daily_report(engine, date(2025, 6, 20), date(2025, 6, 21), timezone="Europe/Amsterdam")
     finally:
         engine.dispose()
@@ -223,7 +239,10 @@ def test_readings_stored_as_integers_upgrade_in_place_with_every_value_kept(db_u
     assert {name: len(rows) for name, rows in after.items()} == {
         name: len(rows) for name, rows in before.items()
     }
-    assert len(after["meters"]) > 5_000 and len(after["inverters"]) > 1_000
+    assert len(after["meter_readings"]) > 5_000 and len(after["inverter_readings"]) > 1_000
     for name, rows in before.items():
         assert after[name] == [at_stored_precision(row) for row in rows], name
     assert_frame_equal(report_after, report_before)
+    # The export's meter rows: (gateway, kind, phase, time, values...); the view's: (series, time, values...).
+    assert sorted(row[4:] for row in exported["meters"]) == sorted(row[2:] for row in after["meter_readings"])
+    assert len(exported["meters"]) == len(after["meter_readings"])

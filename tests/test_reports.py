@@ -27,7 +27,8 @@ from envoylog.db import gateways, samples
 from envoylog.db.migrate import open_database
 from envoylog.db.models import GATEWAYS, RUNS, SERIES
 from envoylog.db.runs import finish_run, start_run
-from envoylog.db.stored import INVERTER, METER
+from envoylog.db.meters import METER_DATA
+from envoylog.db.stored import INVERTER
 from envoylog.errors import ConfigError
 from envoylog.readings import model
 from envoylog.readings.model import GatewayInfo, InverterReading, MeterReading
@@ -116,7 +117,7 @@ def copy_rows(source_url: str, target_url: str) -> None:
     source, target = open_database(source_url, create=True), open_database(target_url, create=True)
     try:
         with source.connect() as reading, target.begin() as writing:
-            for table in (GATEWAYS, SERIES, METER.data, INVERTER.data, RUNS):
+            for table in (GATEWAYS, SERIES, METER_DATA, INVERTER.data, RUNS):
                 rows = [dict(row) for row in reading.execute(select(table)).mappings()]
                 if rows:
                     writing.execute(table.insert(), rows)

@@ -122,7 +122,7 @@ def with_partial_indexes() -> MetaData:
     (migrations/env.py, and tests/test_database.py, which keeps the two equal).
     """
     # The readings' tables join METADATA where they are defined; the schema's makers need every table.
-    import envoylog.db.stored  # noqa: F401 - stored.py imports this module
+    import envoylog.db.meters  # noqa: F401 - meters.py and stored.py import this module
 
     if "ix_runs_gateway_error" in {index.name for index in RUNS.indexes}:
         return METADATA

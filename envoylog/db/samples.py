@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,20 +10,14 @@ from typing import Any
 from sqlalchemy import Table, and_, delete, func, select
 from sqlalchemy.engine import Connection
 
+from envoylog.db.meters import KINDS, METER_DATA, PHASES, decode_row, encode_row, present, slot
 from envoylog.db.models import SERIES
-from envoylog.db.sql import insert_ignore
-from envoylog.db.stored import BATTERY, INVERTER, METER, StoredReadings
+from envoylog.db.sql import dialect_insert, insert_ignore
+from envoylog.db.stored import BATTERY, INVERTER, MILLI, SOURCES, StoredReadings, quantize
 from envoylog.readings.model import InverterReading, MeterReading, Snapshot
 
-# --- gateways ---
-
-
-# --- auth ---
-
-
-# --- readings ---
-
-_METER_VALUES = tuple(f.name for f in fields(MeterReading) if f.name not in ("kind", "phase", "read_at"))
+METER_VALUES = tuple(f.name for f in fields(MeterReading) if f.name not in ("kind", "phase", "read_at"))
+_METER_NUMBERS = tuple(name for name in METER_VALUES if name != "source")
 _INVERTER_VALUES = tuple(f.name for f in fields(InverterReading) if f.name not in ("serial", "reported_at"))
 _BATTERY_VALUES = ("soc_percent", "watts", "wh_available")
 
@@ -71,10 +65,15 @@ def save_snapshot(
     meters: dict[tuple[str, int, str], Any] = {(m.kind, m.phase, ""): m for m in snapshot.meters}
     inverters = {("inverter", 0, i.serial): i for i in snapshot.inverters}
     batteries = {("battery", 0, b.serial or "acb"): b for b in snapshot.batteries}
-    series_ids = find_series_ids(conn, gateway_id, [*meters, *inverters, *batteries])
+    # A channel's rows hang on its total's series, which exists even if only its phases are read.
+    channels = {(kind, 0, "") for kind, _, _ in meters}
+    series_ids = find_series_ids(
+        conn, gateway_id, [*meters, *(channels - meters.keys()), *inverters, *batteries]
+    )
+    if meters:
+        _save_meters(conn, series_ids, meters, now, result)
     kind_of = {sid: key[0] for key, sid in series_ids.items()}
     plans: list[tuple[ReadingTable, dict[tuple[str, int, str], Any]]] = [
-        (READING_TABLES["meter"], meters),
         (READING_TABLES["inverter"], inverters),
         (READING_TABLES["battery"], batteries),
     ]
@@ -101,6 +100,63 @@ def save_snapshot(
         for sid in insert_ignore(conn, data, rows, ["series_id", time_name]):
             added[kind_of[sid]] = added.get(kind_of[sid], 0) + 1
     return result
+
+
+def _save_meters(
+    conn: Connection,
+    series_ids: dict[tuple[str, int, str], int],
+    meters: dict[tuple[str, int, str], Any],
+    now: datetime | None,
+    result: Saved,
+) -> None:
+    """The meter readings that changed, a row per channel and time with each changed phase in its slot."""
+    wanted = {series_ids[key]: (series_ids[(key[0], 0, "")], key[1]) for key in meters}
+    channels = sorted({channel for channel, _ in wanted.values()})
+    latest = load_latest_meters(conn, wanted)
+    if now is not None and any(at > now + FUTURE_TOLERANCE for at, _ in latest.values()):
+        gone = conn.execute(
+            delete(METER_DATA).where(
+                METER_DATA.c.series_id.in_(channels), METER_DATA.c.read_at > now + FUTURE_TOLERANCE
+            )
+        )
+        result.removed += int(gone.rowcount or 0)
+        latest = load_latest_meters(conn, wanted)
+    changed: dict[tuple[int, datetime], dict[int, Any]] = {}
+    kinds = {}
+    for key, reading in meters.items():
+        sid = series_ids[key]
+        channel, phase = wanted[sid]
+        values = {name: getattr(reading, name) for name in METER_VALUES}
+        values.update({name: quantize(values[name], MILLI) for name in _METER_NUMBERS})
+        if is_new(latest.get(sid), reading.read_at, values):
+            # Stored to the second: the key a row's phases share.
+            changed.setdefault((channel, reading.read_at.replace(microsecond=0)), {})[phase] = reading
+            kinds[channel] = key[0]
+    rows = [_meter_row(channel, at, phases) for (channel, at), phases in changed.items()]
+    if not rows:
+        return
+    insert = (
+        dialect_insert(conn)(METER_DATA)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["series_id", "read_at"])
+    )
+    inserted = {
+        (sid, at) for sid, at in conn.execute(insert.returning(METER_DATA.c.series_id, METER_DATA.c.read_at))
+    }
+    for (channel, at), phases in changed.items():
+        if (channel, at) in inserted:
+            result.added[kinds[channel]] = result.added.get(kinds[channel], 0) + len(phases)
+
+
+def _meter_row(channel: int, at: datetime, phases: dict[int, Any]) -> dict[str, Any]:
+    source = next(iter(phases.values())).source
+    encoded = {
+        phase: {
+            name: None if (v := getattr(r, name)) is None else round(v * MILLI) for name in _METER_NUMBERS
+        }
+        for phase, r in phases.items()
+    }
+    return encode_row(channel, at, source, encoded)
 
 
 def _not_ahead(snapshot: Snapshot, limit: datetime, now: datetime) -> tuple[Snapshot, int]:
@@ -208,8 +264,8 @@ class ReadingTable:
         return self.stored.time_column
 
 
+# The meters are stored a channel to a row (`db/meters.py`): see load_latest_meters and _save_meters.
 READING_TABLES = {
-    "meter": ReadingTable(METER, _METER_VALUES),
     "inverter": ReadingTable(INVERTER, _INVERTER_VALUES),
     "battery": ReadingTable(BATTERY, _BATTERY_VALUES),
 }
@@ -222,7 +278,50 @@ def load_latest_readings(
     return _latest_values(conn, table.table, table.time_column, series_ids, table.value_columns, before)
 
 
-# --- runs ---
+def load_latest_meters(
+    conn: Connection, wanted: Mapping[int, tuple[int, int]], before: datetime | None = None
+) -> dict[int, tuple[datetime, dict[str, Any]]]:
+    """The newest stored reading of each meter series (before `before`) and its values.
+
+    `wanted` maps each series to its channel (the total's series, which keys the rows) and its phase. One
+    lookup per channel for its newest row, and one more for a phase whose slot is empty there (a phase that
+    did not change at that time).
+    """
+    if not wanted:
+        return {}
+    channels = sorted({channel for channel, _ in wanted.values()})
+    names = [column.name for column in METER_DATA.columns]
+    newest = _latest_values(conn, METER_DATA, "read_at", channels, names, before)
+    found = {}
+    for sid, (channel, phase) in wanted.items():
+        row = newest[channel][1] if channel in newest else None
+        if row is not None and row[slot(phase, "watts")] is None:
+            row = _newest_with(conn, channel, phase, before)
+        if row is not None:
+            values = decode_row(row)[phase]
+            readable = {name: None if (v := values[name]) is None else v / MILLI for name in _METER_NUMBERS}
+            found[sid] = (row["read_at"], {"source": SOURCES[row["source"]], **readable})
+    return found
+
+
+def _newest_with(conn: Connection, channel: int, phase: int, before: datetime | None) -> Any:
+    """A channel's newest row with a reading of this phase (before `before`)."""
+    query = select(METER_DATA).where(METER_DATA.c.series_id == channel, present(phase))
+    if before is not None:
+        query = query.where(METER_DATA.c.read_at < before)
+    return conn.execute(query.order_by(METER_DATA.c.read_at.desc()).limit(1)).mappings().first()
+
+
+def meter_series(series: Mapping[int, tuple[str, int, str]]) -> dict[int, tuple[int, int]]:
+    """Each meter series of `series` (id -> kind, phase, device) with its channel and phase."""
+    channel_of = {
+        (kind, device): sid for sid, (kind, phase, device) in series.items() if phase == 0 and kind in KINDS
+    }
+    return {
+        sid: (channel_of[(kind, device)], phase)
+        for sid, (kind, phase, device) in series.items()
+        if kind in KINDS and (kind, device) in channel_of
+    }
 
 
 # --- what is stored ---
@@ -250,6 +349,9 @@ def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
         )
     }
     rows: list[LatestRow] = []
+    for sid, (at, values) in load_latest_meters(conn, meter_series(series)).items():
+        kind, phase, device = series[sid]
+        rows.append(LatestRow(kind, phase, device, at, values))
     for table in READING_TABLES.values():
         for sid, (at, values) in load_latest_readings(conn, table, list(series)).items():
             kind, phase, device = series[sid]
@@ -257,17 +359,30 @@ def load_latest(conn: Connection, gateway_id: int) -> list[LatestRow]:
     return rows
 
 
+def _readings_in_rows() -> Any:
+    """The readings in a set of meter rows: their filled slots."""
+    counts = [func.count(METER_DATA.c[slot(phase, "watts")]) for phase in PHASES]
+    return counts[0] + counts[1] + counts[2] + counts[3]
+
+
+# Per kind of reading: its table, and what counts its readings (a meter row holds up to four).
+_COUNTED = {
+    "meter": (METER_DATA, _readings_in_rows()),
+    "inverter": (INVERTER.data, func.count()),
+    "battery": (BATTERY.data, func.count()),
+}
+
+
 def count_rows(conn: Connection, gateway_id: int) -> dict[str, int]:
     """Stored reading rows of a gateway, per table."""
     counts = {}
-    for name, kind in READING_TABLES.items():
-        table = kind.stored.data
+    for name, (table, count) in _COUNTED.items():
         query = (
-            select(func.count())
+            select(count)
             .select_from(table.join(SERIES, table.c.series_id == SERIES.c.id))
             .where(SERIES.c.gateway_id == gateway_id)
         )
-        counts[name] = int(conn.execute(query).scalar_one())
+        counts[name] = int(conn.execute(query).scalar_one() or 0)
     return counts
 
 
@@ -279,9 +394,8 @@ def count_rows_by_gateway(
     Counting reads every row counted (an index-only scan at best): its cost grows with what is stored.
     """
     counts: dict[int, dict[str, int]] = {}
-    for name, kind in READING_TABLES.items():
-        table = kind.stored.data
-        per_series = select(table.c.series_id, func.count().label("rows")).group_by(table.c.series_id)
+    for name, (table, count) in _COUNTED.items():
+        per_series = select(table.c.series_id, count.label("rows")).group_by(table.c.series_id)
         if gateway_ids is not None:
             mine = select(SERIES.c.id).where(SERIES.c.gateway_id.in_(list(gateway_ids)))
             per_series = per_series.where(table.c.series_id.in_(mine))

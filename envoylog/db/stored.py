@@ -27,7 +27,9 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    case,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 from envoylog.db.models import METADATA
 from envoylog.db.types import UtcDateTime
@@ -41,16 +43,6 @@ WHOLE = 1
 
 # Value columns in their stored types and scales. PostgreSQL lays a row out in column order, so the
 # eight-byte columns come first (no padding between them and the four-byte ones).
-_METER = (
-    ("wh_lifetime", BigInteger, MILLI),
-    ("wh_imported_lifetime", BigInteger, MILLI),
-    ("wh_exported_lifetime", BigInteger, MILLI),
-    ("watts", Integer, MILLI),
-    ("volts", Integer, MILLI),
-    ("amps", Integer, MILLI),
-    ("hz", Integer, MILLI),
-    ("power_factor", SmallInteger, MILLI),
-)
 _INVERTER = (
     ("joules_lifetime", BigInteger, WHOLE),
     ("watts", Integer, MILLI),
@@ -67,7 +59,7 @@ _BATTERY = (
     ("soc_percent", Integer, MILLI),
     ("watts", Integer, MILLI),
 )
-_REQUIRED = {"meter": ("source", "watts"), "inverter": ("watts",), "battery": ()}
+_REQUIRED = {"inverter": ("watts",), "battery": ()}
 
 # The views are not part of the schema's metadata: the migrations make them, and the comparison of models and
 # migrations looks at tables only.
@@ -114,8 +106,18 @@ class StoredReadings:
         out = {}
         for name, value in values.items():
             scale = self.scales.get(name)
-            out[name] = value if value is None or scale is None else round(value * scale) / scale
+            out[name] = value if scale is None else quantize(value, scale)
         return out
+
+
+def meter_source(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A meter's source code as its name, in SQL."""
+    return case(*((column == code, name) for code, name in enumerate(SOURCES)))
+
+
+def quantize(value: float | None, scale: int) -> float | None:
+    """A value as it is stored and read back: rounded to 1/scale of its unit."""
+    return value if value is None else round(value * scale) / scale
 
 
 def encode_value(name: str, value: Any, scales: Mapping[str, int]) -> Any:
@@ -138,15 +140,6 @@ def _readings(name: str, time: str, values: Any, order: tuple[str, ...]) -> Stor
     )
 
 
-METER = _readings(
-    "meter",
-    "read_at",
-    _METER,
-    (
-        *("source", "watts", "wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime"),
-        *("volts", "amps", "hz", "power_factor"),
-    ),
-)
 INVERTER = _readings(
     "inverter",
     "reported_at",
@@ -165,6 +158,5 @@ INVERTER = _readings(
 )
 BATTERY = _readings("battery", "read_at", _BATTERY, ("soc_percent", "watts", "wh_available"))
 
-METER_READINGS = METER.view
 INVERTER_READINGS = INVERTER.view
 BATTERY_READINGS = BATTERY.view

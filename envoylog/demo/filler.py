@@ -27,10 +27,11 @@ from envoylog.db import gateways, samples
 from envoylog.db.bulk import save_rows_bulk
 from envoylog.db.engine import SQLITE_BEGIN, describe_db_error
 from envoylog.db.lock import collect_lock
+from envoylog.db.meters import COUNTERS, METER_DATA, PHASES, RESIDUAL, VALUES, slot
 from envoylog.db.migrate import open_database
 from envoylog.db.models import RUNS
 from envoylog.db.runs import load_run_minutes
-from envoylog.db.stored import encode_value
+from envoylog.db.stored import MILLI, SOURCES, encode_value
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.readings.endpoints import SLOW_EVERY
 from envoylog.readings.model import GatewayInfo
@@ -210,11 +211,13 @@ def _prepare(engine: Engine, model: GatewayModel, gateway: str, start: int, end:
         keys = _series_keys(model)
         series_ids = samples.find_series_ids(conn, gateway_id, [key for key, _ in keys])
         state = _State(gateway_id, series_ids)
+        # Each series continues from its newest row before the period, so days before readings already
+        # stored (a live demo, say) can still be filled; existing rows are skipped on insert.
         for name, table in samples.READING_TABLES.items():
             ids = [series_ids[key] for key, kind in keys if kind == name]
-            # Each series continues from its newest row before the period, so days before readings
-            # already stored (a live demo, say) can still be filled; existing rows are skipped on insert.
             state.latest.update(samples.load_latest_readings(conn, table, ids, before=_at(start)))
+        meters = {series_ids[key]: _channel(series_ids, key) for key, kind in keys if kind == "meter"}
+        state.latest.update(samples.load_latest_meters(conn, meters, before=_at(start)))
     return state
 
 
@@ -272,18 +275,28 @@ def _store(
         state.rows_added[name] += save_rows_bulk(conn, table.stored.data, columns, rows[name])
         rows[name] = []
 
+    channels: dict[int, dict[int, tuple[_Series, NDArray[np.bool_]]]] = {}
     with _transaction(engine) as conn:
         for one in series:
             sid = state.series_ids[one.key]
             keep, newest = _changed(one, latest.get(sid))
             if newest is not None:
                 latest[sid] = newest
-            rows[one.table] += _rows(sid, one, keep)
             added_per_minute += np.bincount((one.polled[keep] - start) // 60, minlength=polls.size)
+            if one.table == "meter":
+                channel, phase = _channel(state.series_ids, one.key)
+                channels.setdefault(channel, {})[phase] = (one, keep)
+                continue
+            rows[one.table] += _rows(sid, one, keep)
             if len(rows[one.table]) >= FLUSH_ROWS:
                 flush(conn, one.table)
         for name in rows:
             flush(conn, name)
+        for channel, phases in channels.items():
+            meter_rows, readings = _channel_rows(channel, phases)
+            added = save_rows_bulk(conn, METER_DATA, _METER_COLUMNS, meter_rows)
+            # Rows already there (a live demo's) are skipped: then count rows, each a reading at least.
+            state.rows_added["meter"] += readings if added == len(meter_rows) else added
         state.runs_added += _save_runs(conn, model, gateway, state.gateway_id, polls, added_per_minute)
     state.latest = latest
 
@@ -328,6 +341,85 @@ def _beat(times: IntArray, keep: NDArray[np.bool_], last: float | None, heartbea
         elif times[index] - kept_at >= every:
             keep[index] = True
             kept_at = float(times[index])
+
+
+def _channel(series_ids: dict[tuple[str, int, str], int], key: tuple[str, int, str]) -> tuple[int, int]:
+    """A meter series' channel (its total's series, which keys the rows) and phase."""
+    return series_ids[(key[0], 0, "")], key[1]
+
+
+_METER_COLUMNS = ["series_id", "read_at", *(slot(p, name) for p in PHASES for name in VALUES), "source"]
+
+
+def _channel_rows(
+    channel: int, phases: dict[int, tuple[_Series, NDArray[np.bool_]]]
+) -> tuple[list[tuple[Any, ...]], int]:
+    """A channel's kept readings as stored rows, and how many readings they hold.
+
+    `meters.encode_row` in arrays: the phases kept at one time share a row, a phase not kept leaves its slot
+    empty, and the same encodings apply (a test keeps the two equal).
+    """
+    first, _ = next(iter(phases.values()))
+    kept_any = np.zeros(first.times.size, dtype=bool)
+    for _, keep in phases.values():
+        kept_any |= keep
+    at = np.flatnonzero(kept_any)
+    nothing = (np.zeros(at.size, dtype=np.int64), np.zeros(at.size, dtype=bool))
+    plain: dict[str, tuple[IntArray, NDArray[np.bool_]]] = {}  # per column: integers, and which are known
+    for phase, (one, keep) in phases.items():
+        here = keep[at]
+        for name in VALUES:
+            value = one.values.get(name)
+            if isinstance(value, np.ndarray):
+                chosen = value[at]
+                known = here & np.isfinite(chosen)
+                plain[slot(phase, name)] = (
+                    np.rint(np.where(known, chosen, 0) * MILLI).astype(np.int64),
+                    known,
+                )
+
+    def get(phase: int, name: str) -> tuple[IntArray, NDArray[np.bool_]]:
+        return plain.get(slot(phase, name), nothing)
+
+    def phases_sum(name: str) -> IntArray:
+        total = np.zeros(at.size, dtype=np.int64)
+        for phase in phases:
+            if phase:
+                value, known = get(phase, name)
+                total += np.where(known, value, 0)
+        return total
+
+    def derived(phase: int) -> NDArray[np.bool_]:
+        (counter, k1), (imported, k2), (exported, k3) = (get(phase, name) for name in COUNTERS)
+        return np.asarray(k1 & k2 & k3 & (counter == imported - exported), dtype=bool)
+
+    columns: list[list[Any]] = [[channel] * at.size, first.times[at].tolist()]
+    for phase in PHASES:
+        for name in VALUES:
+            numbers, known = get(phase, name)
+            if name == "wh_lifetime":
+                known = known & ~derived(phase)
+            if phase == 0 and name in RESIDUAL:
+                numbers = numbers - phases_sum(name)
+            elif phase and name == "hz":
+                total, total_known = get(0, "hz")
+                numbers = numbers - np.where(total_known, total, 0)
+            columns.append(_with_nulls(numbers, known))
+    source = first.values["source"]
+    columns.append([SOURCES.index(str(source))] * at.size)
+    readings = sum(int(keep.sum()) for _, keep in phases.values())
+    return list(zip(*columns, strict=True)), readings
+
+
+def _with_nulls(value: IntArray, known: NDArray[np.bool_]) -> list[Any]:
+    if known.all():
+        return value.tolist()  # type: ignore[no-any-return]
+    out: list[Any] = [None] * value.size
+    if known.any():
+        listed = value.tolist()
+        for index in np.flatnonzero(known).tolist():
+            out[index] = listed[index]
+    return out
 
 
 def _values_at(values: Values, index: int) -> dict[str, Any]:
@@ -451,8 +543,7 @@ def _meters(model: GatewayModel, polls: IntArray) -> list[_Series]:
 
 
 def _meter_values(source: str, **arrays: FloatArray) -> Values:
-    names = samples.READING_TABLES["meter"].value_columns
-    return {name: source if name == "source" else arrays.get(name) for name in names}
+    return {name: source if name == "source" else arrays.get(name) for name in samples.METER_VALUES}
 
 
 def _inverters(model: GatewayModel, polls: IntArray) -> list[_Series]:

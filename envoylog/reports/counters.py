@@ -31,7 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
-from envoylog.db.stored import INVERTER_READINGS, METER_READINGS
+from envoylog.db.meters import METER_TOTALS
+from envoylog.db.stored import INVERTER_READINGS
 from envoylog.reports.common import Day
 from envoylog.reports.coverage import UNCOVERED_SLOTS, Coverage
 from envoylog.reports.sql import epoch_seconds, rows_param
@@ -70,7 +71,7 @@ class Readings:
 
 
 METER_ROWS = Readings(
-    METER_READINGS,
+    METER_TOTALS,
     "read_at",
     ("watts", "wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime"),
     True,

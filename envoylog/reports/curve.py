@@ -11,7 +11,7 @@ from sqlalchemy import (
     select,
 )
 
-from envoylog.db.stored import METER_READINGS
+from envoylog.db.meters import METER_TOTALS
 from envoylog.reports.columns import CURVE_COLUMNS
 from envoylog.reports.common import connection, gateway_ids, local_days, site_series
 from envoylog.reports.counters import MAX_HOLD_S
@@ -20,7 +20,7 @@ from envoylog.reports.counters import MAX_HOLD_S
 def power_curve(db: Engine | str, day: date, *, timezone: str, gateway: str | None = None) -> pd.DataFrame:
     """The stored power readings (all phases) of one local day, aligned on time; a value holds 15 minutes."""
     (the_day,) = local_days(day, day, timezone)
-    meters = METER_READINGS
+    meters = METER_TOTALS
     frames = []
     with connection(db) as conn:
         for gateway_id, serial in gateway_ids(conn, gateway):

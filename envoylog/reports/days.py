@@ -13,7 +13,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from envoylog.db.stored import METER_READINGS
+from envoylog.db.meters import METER_TOTALS
 from envoylog.reports.columns import DAILY_COLUMNS
 from envoylog.reports.common import Day, connection, gateway_ids, local_days, site_series
 from envoylog.reports.counters import METER_ROWS, SITE_MEASURES, Energy, day_energies
@@ -140,7 +140,7 @@ def _notes(found: Mapping[str, Energy], coverage: Coverage) -> list[str]:
 
 def _peaks(conn: Connection, series_id: int, days: list[Day]) -> dict[int, tuple[float, datetime]]:
     """Per day, the highest production watts stored and when (the first time, on a tie)."""
-    meters = METER_READINGS
+    meters = METER_TOTALS
     bounds = rows_param(
         conn, "d", {"i": [d.index for d in days]}, {"s": [d.start for d in days], "e": [d.end for d in days]}
     )

@@ -13,14 +13,16 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Select, Table, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.db.engine import describe_db_error
 from envoylog.db.gateways import lookup_gateways
+from envoylog.db.meters import METER_DATA, METER_READINGS, decoded_columns, present
 from envoylog.db.models import SERIES
-from envoylog.db.stored import BATTERY_READINGS, INVERTER_READINGS, METER_READINGS
+from envoylog.db.samples import meter_series
+from envoylog.db.stored import BATTERY_READINGS, INVERTER_READINGS
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.times import local_day_bounds, zone_of
 
@@ -48,6 +50,31 @@ class ExportTable:
         """The position of the time in a row."""
         return len(self.series_columns)
 
+    def select_rows(self, key: Any, start: datetime, end: datetime) -> Select[Any]:
+        """One series' rows in [start, end), in time order (the order of the key)."""
+        table = self.table
+        time_column = table.c[self.time_column]
+        return (
+            select(time_column, *(table.c[name] for name in self.value_columns))
+            .where(table.c.series_id == key, time_column >= start, time_column < end)
+            .order_by(time_column)
+        )
+
+
+class MeterExport(ExportTable):
+    """The meters, read from their rows (a channel's phases side by side) one phase's slot at a time: in the
+    order of the rows' key, which the view of every phase (a union) would not keep."""
+
+    def select_rows(self, key: Any, start: datetime, end: datetime) -> Select[Any]:
+        channel, phase = key
+        decoded = {column.name: column for column in decoded_columns(phase)}
+        at = METER_DATA.c.read_at
+        return (
+            select(at, *(decoded[name] for name in self.value_columns))
+            .where(METER_DATA.c.series_id == channel, present(phase), at >= start, at < end)
+            .order_by(at)
+        )
+
 
 def _values(view: Table) -> tuple[str, ...]:
     """A readings view's value columns, in its order: all but the series and the time."""
@@ -55,7 +82,7 @@ def _values(view: Table) -> tuple[str, ...]:
 
 
 TABLES = {
-    "meters": ExportTable(
+    "meters": MeterExport(
         METER_READINGS,
         ("production", "consumption", "net_consumption"),
         ("gateway", "kind", "phase"),
@@ -81,34 +108,32 @@ def _chunks(
     chunk_rows: int,
 ) -> Generator[list[tuple[Any, ...]]]:
     """The rows of every chosen series, a chunk at a time, series by series in time order."""
-    table = spec.table
-    time_column = table.c[spec.time_column]
-    values = [table.c[name] for name in spec.value_columns]
     # yield_per streams the rows (a server-side cursor on PostgreSQL) instead of fetching them all.
     streaming = conn.execution_options(yield_per=chunk_rows)
-    for sid, prefix in series:
-        query = (
-            select(time_column, *values)
-            .where(table.c.series_id == sid, time_column >= start, time_column < end)
-            .order_by(time_column)
-        )
-        with streaming.execute(query) as result:
+    for key, prefix in series:
+        with streaming.execute(spec.select_rows(key, start, end)) as result:
             for partition in result.partitions():
                 yield [(*prefix, *row) for row in partition]
 
 
-def _series(conn: Any, spec: ExportTable, gateway: str | None) -> list[tuple[int, tuple[Any, ...]]]:
-    """The series to export, each with the values of its series columns."""
+def _series(conn: Any, spec: ExportTable, gateway: str | None) -> list[tuple[Any, tuple[Any, ...]]]:
+    """The series to export, each as `select_rows` takes it and with the values of its series columns."""
     gateways = {row.id: row.serial for row in lookup_gateways(conn, gateway)}
     query = (
         select(SERIES.c.id, SERIES.c.gateway_id, SERIES.c.kind, SERIES.c.phase, SERIES.c.device)
         .where(SERIES.c.kind.in_(spec.kinds), SERIES.c.gateway_id.in_(list(gateways)))
         .order_by(SERIES.c.kind, SERIES.c.phase, SERIES.c.device)
     )
-    found = []
-    for sid, gateway_id, kind, phase, device in conn.execute(query):
+    found: list[tuple[Any, tuple[Any, ...]]] = []
+    rows = conn.execute(query).all()
+    channels = meter_series(
+        {sid: (kind, phase, f"{gateway_id}/{device}") for sid, gateway_id, kind, phase, device in rows}
+    )
+    for sid, gateway_id, kind, phase, device in rows:
         named = {"gateway": gateways[gateway_id], "kind": kind, "phase": phase, "serial": _device(device)}
-        found.append((sid, tuple(named[name] for name in spec.series_columns)))
+        key = channels.get(sid) if isinstance(spec, MeterExport) else sid
+        if key is not None:
+            found.append((key, tuple(named[name] for name in spec.series_columns)))
     # Gateway by gateway, each in the order of its series.
     return sorted(found, key=lambda item: str(item[1][0]))
 

@@ -1,0 +1,254 @@
+"""a meter channel's total and phases in one row; views `meter_totals` and `meter_readings` read them
+
+`meter_data` had a row per phase series and time. It now has a row per channel (the total's series) and
+time, with four slots of columns side by side: the total's under the values' names, L1's prefixed `l1_`,
+and so on; a slot is empty (watts NULL) when its phase had no new reading then. A total's watts, amps and
+counters are stored minus the phases in its row, a phase's frequency minus the total's, and a counter that is
+exactly imported minus exported is not stored (NULL). `meter_totals` gives the totals as `meter_readings`
+gave them; `meter_readings` gives every slot as a row of its phase's series, as before. Every reading comes
+back as it was. The Grafana views of 0008 are made again over the new `meter_readings`.
+
+A channel with phases but no total series gets one (phase 0): its rows hang on it.
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-11-29
+"""
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import sqlalchemy as sa
+from alembic import op
+
+from envoylog.db.types import UtcDateTime
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SOURCES = ("eim", "meters", "api_v1", "inverters")
+KINDS = ("production", "consumption", "net_consumption")
+SLOTS = ("", "l1_", "l2_", "l3_")
+COUNTERS = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime")
+MEASURES = ("watts", "volts", "amps", "hz")
+RATIOS = ("power_factor",)
+VALUES = (*COUNTERS, *MEASURES, *RATIOS)
+RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "watts", "amps")
+# The readings' columns, in the order of the tables and views before.
+VIEW_COLUMNS = (
+    "source",
+    "watts",
+    "wh_lifetime",
+    "wh_imported_lifetime",
+    "wh_exported_lifetime",
+    "volts",
+    "amps",
+    "hz",
+    "power_factor",
+)
+OLD_TYPES = {**dict.fromkeys(COUNTERS, sa.BigInteger()), **dict.fromkeys(MEASURES, sa.Integer())}
+
+
+def _grafana_views() -> ModuleType:
+    """Migration 0008, whose views read `meter_readings` and are made again over the new one."""
+    path = Path(__file__).with_name("0008_grafana_views.py")
+    spec = importlib.util.spec_from_file_location("envoylog_migration_0008", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rename_data(to: str) -> None:
+    op.rename_table("meter_data", to)
+    if op.get_bind().dialect.name == "postgresql":  # the key's index keeps its name, wanted by the new table
+        op.execute(f"ALTER TABLE {to} RENAME CONSTRAINT pk_meter_data TO pk_{to}")
+
+
+def _big(column: str) -> str:
+    return f"CAST({column} AS BIGINT)"
+
+
+# --- the encoding, from a row of the phases' plain values p0_watts, p1_watts, ... ---
+
+
+def _encoded(phase: int, name: str) -> str:
+    value = f"p{phase}_{name}"
+    if name == "wh_lifetime":
+        derived = f"{value} = p{phase}_wh_imported_lifetime - p{phase}_wh_exported_lifetime"
+        kept = f"{value} - ({_phases(name, 'p{p}_' + name)})" if phase == 0 else value
+        return f"CASE WHEN {derived} THEN NULL ELSE {kept} END"
+    if phase == 0 and name in RESIDUAL:
+        return f"{value} - ({_phases(name, 'p{p}_' + name)})"
+    if phase and name == "hz":
+        return f"{value} - COALESCE(p0_hz, 0)"
+    return value
+
+
+def _phases(name: str, pattern: str) -> str:
+    return " + ".join(f"COALESCE({pattern.format(p=phase)}, 0)" for phase in (1, 2, 3))
+
+
+# --- the decoding, from a stored row d ---
+
+
+def _decoded(phase: int, name: str) -> str:
+    stored = _big(f"d.{SLOTS[phase]}{name}")
+    if name == "wh_lifetime":
+        plain = f"{stored} + {_decoded_phases(name)}" if phase == 0 else stored
+        difference = f"{_decoded(phase, 'wh_imported_lifetime')} - {_decoded(phase, 'wh_exported_lifetime')}"
+        return f"COALESCE({plain}, {difference})"
+    if phase == 0 and name in RESIDUAL:
+        return f"({stored} + {_decoded_phases(name)})"
+    if phase and name == "hz":
+        return f"({stored} + COALESCE({_big('d.hz')}, 0))"
+    return stored
+
+
+def _decoded_phases(name: str) -> str:
+    return " + ".join(f"COALESCE({_decoded(phase, name)}, 0)" for phase in (1, 2, 3))
+
+
+def _select(phase: int) -> str:
+    """One slot's readings as rows of its phase's series, in the readings' columns and units."""
+    sources = " ".join(f"WHEN {code} THEN '{name}'" for code, name in enumerate(SOURCES))
+    columns = [f"CASE d.source {sources} END AS source"]
+    columns += [
+        f"CAST({_decoded(phase, name)} AS DOUBLE PRECISION) / 1000 AS {name}"
+        for name in VIEW_COLUMNS
+        if name != "source"
+    ]
+    if phase == 0:
+        return f"SELECT d.series_id, d.read_at, {', '.join(columns)} FROM meter_data AS d WHERE d.watts IS NOT NULL"
+    return (
+        f"SELECT ph.id AS series_id, d.read_at, {', '.join(columns)} FROM meter_data AS d"
+        " JOIN series AS t ON t.id = d.series_id"
+        " JOIN series AS ph ON ph.gateway_id = t.gateway_id AND ph.kind = t.kind AND ph.device = t.device"
+        f" AND ph.phase = {phase}"
+        f" WHERE d.{SLOTS[phase]}watts IS NOT NULL"
+    )
+
+
+def _create_views() -> None:
+    op.execute(f"CREATE VIEW meter_totals AS {_select(0)}")
+    op.execute(f"CREATE VIEW meter_readings AS {' UNION ALL '.join(_select(phase) for phase in range(4))}")
+
+
+def upgrade() -> None:
+    grafana = _grafana_views()
+    grafana.downgrade()
+    op.execute("DROP VIEW meter_readings")
+    kinds = ", ".join(f"'{kind}'" for kind in KINDS)
+    op.execute(
+        "INSERT INTO series (gateway_id, kind, phase, device)"
+        " SELECT DISTINCT s.gateway_id, s.kind, 0, s.device FROM series AS s"
+        f" WHERE s.phase > 0 AND s.kind IN ({kinds}) AND NOT EXISTS (SELECT 1 FROM series AS a"
+        " WHERE a.gateway_id = s.gateway_id AND a.kind = s.kind AND a.device = s.device AND a.phase = 0)"
+    )
+    _rename_data("meter_data_0010")
+    _create_table()
+    pivot = ", ".join(
+        f"MAX(CASE WHEN s.phase = {phase} THEN m.{name} END) AS p{phase}_{name}"
+        for phase in range(4)
+        for name in VALUES
+    )
+    grouped = (
+        f"SELECT a.id AS series_id, m.read_at, {pivot}, MIN(m.source) AS source,"
+        " COUNT(DISTINCT m.source) AS sources"
+        " FROM meter_data_0010 AS m JOIN series AS s ON s.id = m.series_id"
+        " JOIN series AS a ON a.gateway_id = s.gateway_id AND a.kind = s.kind AND a.device = s.device"
+        " AND a.phase = 0 GROUP BY a.id, m.read_at"
+    )
+    mixed = op.get_bind().execute(sa.text(f"SELECT COUNT(*) FROM ({grouped}) AS g WHERE g.sources > 1"))
+    if mixed.scalar_one():
+        raise RuntimeError(
+            "meter readings of one channel and time from two sources: cannot be stored as one row"
+        )
+    names = [f"{prefix}{name}" for prefix in SLOTS for name in VALUES]
+    encoded = [_encoded(phase, name) for phase in range(4) for name in VALUES]
+    op.execute(
+        f"INSERT INTO meter_data (series_id, read_at, {', '.join(names)}, source)"
+        f" SELECT series_id, read_at, {', '.join(encoded)}, source FROM ({grouped}) AS g"
+        " ORDER BY series_id, read_at"
+    )
+    op.drop_table("meter_data_0010")
+    _create_views()
+    grafana.upgrade()
+
+
+def _create_table() -> None:
+    kinds = ((COUNTERS, sa.BigInteger()), (MEASURES, sa.Integer()), (RATIOS, sa.SmallInteger()))
+    columns: list[sa.Column[object]] = [sa.Column("read_at", UtcDateTime(), nullable=False)]
+    for names, kind in kinds:
+        if isinstance(kind, sa.Integer) and not isinstance(kind, sa.BigInteger | sa.SmallInteger):
+            columns.append(sa.Column("series_id", sa.Integer(), nullable=False))
+        columns += [sa.Column(f"{prefix}{name}", kind, nullable=True) for prefix in SLOTS for name in names]
+    op.create_table(
+        "meter_data",
+        *columns,
+        sa.Column("source", sa.SmallInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["series_id"], ["series.id"], name=op.f("fk_meter_data_series_id_series"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("series_id", "read_at", name=op.f("pk_meter_data")),
+        sqlite_with_rowid=False,
+    )
+
+
+def downgrade() -> None:
+    grafana = _grafana_views()
+    grafana.downgrade()
+    op.execute("DROP VIEW meter_readings")
+    op.execute("DROP VIEW meter_totals")
+    _rename_data("meter_data_0011")
+    old = sorted(VALUES, key=lambda name: (name not in COUNTERS, name in RATIOS))
+    op.create_table(
+        "meter_data",
+        sa.Column("series_id", sa.Integer(), nullable=False),
+        sa.Column("read_at", UtcDateTime(), nullable=False),
+        *[
+            sa.Column(name, OLD_TYPES.get(name, sa.SmallInteger()), nullable=name != "watts")
+            for name in old
+            if name != "power_factor"
+        ],
+        sa.Column("source", sa.SmallInteger(), nullable=False),
+        sa.Column("power_factor", sa.SmallInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["series_id"], ["series.id"], name=op.f("fk_meter_data_series_id_series"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("series_id", "read_at", name=op.f("pk_meter_data")),
+        sqlite_with_rowid=False,
+    )
+    branches = []
+    for phase in range(4):
+        values = ", ".join(_decoded(phase, name) for name in VALUES)
+        if phase == 0:
+            branches.append(
+                f"SELECT d.series_id, d.read_at, {values}, d.source FROM meter_data_0011 AS d"
+                " WHERE d.watts IS NOT NULL"
+            )
+        else:
+            branches.append(
+                f"SELECT ph.id, d.read_at, {values}, d.source FROM meter_data_0011 AS d"
+                " JOIN series AS t ON t.id = d.series_id"
+                " JOIN series AS ph ON ph.gateway_id = t.gateway_id AND ph.kind = t.kind"
+                f" AND ph.device = t.device AND ph.phase = {phase} WHERE d.{SLOTS[phase]}watts IS NOT NULL"
+            )
+    op.execute(
+        f"INSERT INTO meter_data (series_id, read_at, {', '.join(VALUES)}, source)"
+        f" SELECT * FROM ({' UNION ALL '.join(branches)}) AS r ORDER BY 1, 2"
+    )
+    op.drop_table("meter_data_0011")
+    sources = " ".join(f"WHEN {code} THEN '{name}'" for code, name in enumerate(SOURCES))
+    decoded = ", ".join(
+        f"CASE source {sources} END AS source"
+        if name == "source"
+        else f"CAST({name} AS DOUBLE PRECISION) / 1000 AS {name}"
+        for name in VIEW_COLUMNS
+    )
+    op.execute(f"CREATE VIEW meter_readings AS SELECT series_id, read_at, {decoded} FROM meter_data")
+    grafana.upgrade()
