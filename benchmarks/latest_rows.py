@@ -4,7 +4,7 @@
     python benchmarks/latest_rows.py --rows 20000 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 A database with 40 meter series of `--rows` readings each (the reference system's site series hold 1,440 a
-day), then `db/samples.py: load_latest_readings` for all 40, as a run asks it. Its cost must not grow with the
+day), then `db/samples.py: load_latest_meters` for all 40, as a run asks it. Its cost must not grow with the
 history: before issue 12 it did (a subquery per stored row); printed: the median of 7 calls, in ms.
 """
 
@@ -21,11 +21,11 @@ from scratch_db import scratch_database  # benchmarks/ is the script's folder, f
 from sqlalchemy import Engine, text
 
 from envoylog.db import samples
+from envoylog.db.meters import METER_DATA
 from envoylog.db.migrate import open_database
-from envoylog.db.stored import METER_READINGS
 
 SERIES = 40
-READING = {"source": "eim", "watts": 1}
+READING = {"source": 0, "watts": 1000}  # as stored: eim, 1 W in milliwatts
 
 
 def main() -> None:
@@ -40,12 +40,12 @@ def main() -> None:
         try:
             engine = open_database(url, create=True)
             fill(engine, args.rows)
-            table = samples.READING_TABLES["meter"]
+            wanted = {sid: (sid, 0) for sid in range(1, SERIES + 1)}  # each its own channel's total
             timings = []
             for _ in range(7):
                 with engine.connect() as conn:
                     started = time.perf_counter()
-                    found = samples.load_latest_readings(conn, table, list(range(1, SERIES + 1)))
+                    found = samples.load_latest_meters(conn, wanted)
                     timings.append((time.perf_counter() - started) * 1000)
                 assert len(found) == SERIES
             kind = "PostgreSQL" if args.postgres else "SQLite"
@@ -61,7 +61,7 @@ def main() -> None:
 def fill(engine: Engine, rows: int) -> None:
     """One gateway, SERIES meter series, `rows` readings each, a minute apart."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    table = METER_READINGS
+    table = METER_DATA
     with engine.begin() as conn:
         conn.execute(
             text(

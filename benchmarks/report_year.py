@@ -36,8 +36,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, text
 
+from envoylog.db import samples
 from envoylog.db.migrate import open_database
-from envoylog.db.stored import INVERTER, METER, SOURCE_CODES, StoredReadings
+from envoylog.db.stored import INVERTER, SOURCE_CODES, StoredReadings
+from envoylog.demo.filler import _METER_COLUMNS, _channel_rows, _Series
 from envoylog.reports import daily_report, inverter_report
 
 ZONE = "Europe/Amsterdam"
@@ -49,10 +51,6 @@ REPORT_EVERY_S = 300
 CHUNK_DAYS = 10  # rows are generated and inserted this many days at a time, to bound memory
 OUTAGE_DAY_OF_MONTH, OUTAGE_HOURS = 15, (9.0, 11.0)  # local time of the logger's monthly outage
 RESET_DAY = 200  # the production counter starts again from zero at noon of this day of the period
-METER_COLUMNS = (
-    "series_id, read_at, source, watts, wh_lifetime, wh_imported_lifetime, wh_exported_lifetime, "
-    "volts, amps, hz, power_factor"
-)
 INVERTER_COLUMNS = (
     "series_id, reported_at, watts, max_watts, joules_lifetime, ac_volts, ac_amps, dc_volts, dc_amps, hz, "
     "temperature_c"
@@ -182,7 +180,7 @@ def build_history(engine: Engine, days: int, *, net_counters: bool = True) -> No
         reset = FIRST_DAY + timedelta(days=RESET_DAY)
         reset_at = int(datetime.combine(reset, datetime.min.time(), zone).timestamp()) + 12 * 3600
         meters, inverters, runs = state.chunk(start, end, outages, reset_at if reset in chunk_days else None)
-        _bulk_insert(engine, "meter_data", METER_COLUMNS, _stored(meters, METER), ("read_at",))
+        _insert_meters(engine, meters, ids)
         _bulk_insert(
             engine, "inverter_data", INVERTER_COLUMNS, _stored(inverters, INVERTER), ("reported_at",)
         )
@@ -349,6 +347,41 @@ def _stored(frame: pd.DataFrame, stored: StoredReadings) -> pd.DataFrame:
     if "source" in frame:
         frame["source"] = frame["source"].map(SOURCE_CODES)
     return frame
+
+
+def _insert_meters(engine: Engine, meters: pd.DataFrame, ids: dict[tuple[str, int, str], int]) -> None:
+    """The readings in the collector's layout: a row per channel and time, the phases side by side."""
+    channel_of = {sid: (ids[(kind, 0, device)], phase) for (kind, phase, device), sid in ids.items()}
+    channels: dict[int, dict[int, tuple[_Series, np.ndarray]]] = {}
+    for sid, frame in meters.groupby("series_id"):
+        channel, phase = channel_of[int(sid)]
+        frame = frame.sort_values("read_at")
+        times = frame["read_at"].to_numpy(dtype=np.int64)
+        values = {
+            name: "meters" if name == "source" else _array(frame[name]) for name in samples.METER_VALUES
+        }
+        one = _Series((str(sid), phase, ""), "meter", times, times, values)
+        channels.setdefault(channel, {})[phase] = (one, np.ones(times.size, dtype=bool))
+    rows = [row for channel, phases in channels.items() for row in _channel_rows(channel, phases)[0]]
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            with cursor.copy(f"COPY meter_data ({', '.join(_METER_COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((row[0], datetime.fromtimestamp(row[1], UTC), *row[2:]))
+        else:
+            marks = ", ".join("?" for _ in _METER_COLUMNS)
+            cursor.executemany(f"INSERT INTO meter_data ({', '.join(_METER_COLUMNS)}) VALUES ({marks})", rows)  # noqa: S608
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def _array(column: pd.Series) -> np.ndarray | None:
+    """A column as the filler takes it: floats, or None where it is empty throughout."""
+    values = column.to_numpy(dtype="float64", na_value=np.nan)
+    return None if np.isnan(values).all() else values
 
 
 def _bulk_insert(

@@ -39,14 +39,15 @@ from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 
 from envoylog.db.bulk import save_rows_bulk
+from envoylog.db.meters import METER_DATA
 from envoylog.db.models import AUTH, EVENTS, GATEWAYS, RUNS, SERIES
-from envoylog.db.stored import METER
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_VARIABLE = "ENVOYLOG_TEST_POSTGRES_URL"
 CHUNK = 50  # gateways whose rows are made and inserted at a time
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJlbnBoYXNlVXNlciI6Im93bmVyIn0.c2lnbmF0dXJl"  # noqa: S105 - not a real one
 SITE_SERIES = (("production", 0), ("consumption", 0), ("net_consumption", 0), ("production", 1))
+CHANNELS = ("production", "consumption", "net_consumption")  # the rows' keys; production's L1 in its slot
 
 # The query part, run inside the tree under test: `status_document` as that tree's `status` calls it.
 TIME_QUERIES = """
@@ -257,23 +258,26 @@ def fill(
             counts["runs"] += save_rows_bulk(conn, RUNS, RUN_COLUMNS, runs)
             series = [(ids[name], kind, phase, "") for name in stored for kind, phase in SITE_SERIES]
             save_rows_bulk(conn, SERIES, ("gateway_id", "kind", "phase", "device"), series)
-            series_ids = conn.execute(
-                text("SELECT id FROM series WHERE gateway_id IN :ids").bindparams(
+            channels = conn.execute(
+                text("SELECT id, kind FROM series WHERE phase = 0 AND gateway_id IN :ids").bindparams(
                     bindparam("ids", expanding=True)
                 ),
                 {"ids": list(ids.values())},
-            ).scalars()
+            ).all()
+            # As stored: milliwatts and milliwatt-hours; a total less its phases (production's L1 here).
             readings = [
-                (sid, now - 60 * m, 0, 1_000_000 + (m % 7) * 1000, 1_000_000_000 - m * 1000)
-                for sid in series_ids
+                (sid, now - 60 * m, 0, watts, wh, *((watts, wh) if kind == "production" else (None, None)))
+                for sid, kind in channels
                 for m in range(int(reading_hours * 60))
+                for watts, wh in [(1_000_000 + (m % 7) * 1000, 1_000_000_000 - m * 1000)]
             ]
-            counts["meter readings"] += save_rows_bulk(
+            rows = save_rows_bulk(
                 conn,
-                METER.data,
-                ("series_id", "read_at", "source", "watts", "wh_lifetime"),
+                METER_DATA,
+                ("series_id", "read_at", "source", "watts", "wh_lifetime", "l1_watts", "l1_wh_lifetime"),
                 readings,
             )
+            counts["meter readings"] += rows + sum(1 for row in readings if row[5] is not None)
     if engine.dialect.name == "postgresql":
         # What autovacuum does to tables that grew: statistics, and the visibility map.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -24,9 +24,9 @@ from envoylog.check.watch import CheckResult, check_all
 from envoylog.cli import app
 from envoylog.collect.run import collect_all
 from envoylog.config import CheckSettings, GatewaySettings, Settings, load_settings
+from envoylog.db.meters import METER_DATA
 from envoylog.db.migrate import open_database
 from envoylog.db.models import RUNS
-from envoylog.db.meters import METER_DATA
 from envoylog.db.stored import BATTERY, INVERTER
 from envoylog.demo.filler import fill_history
 from envoylog.errors import EXIT_CODES, ConfigError

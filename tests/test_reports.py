@@ -24,10 +24,10 @@ from sqlalchemy import select
 from envoylog.collect.run import collect_all
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import gateways, samples
+from envoylog.db.meters import METER_DATA
 from envoylog.db.migrate import open_database
 from envoylog.db.models import GATEWAYS, RUNS, SERIES
 from envoylog.db.runs import finish_run, start_run
-from envoylog.db.meters import METER_DATA
 from envoylog.db.stored import INVERTER
 from envoylog.errors import ConfigError
 from envoylog.readings import model

@@ -9,12 +9,15 @@ names, L1's the prefix `l1_`, and so on.
 A slot is empty (its watts NULL) when its phase had no new reading at that time: change detection stays per
 phase, and every stored reading is one filled slot.
 
-Three encodings keep every value and save bytes; the views (migration 0011) and `decode` undo them:
+Encodings keep every value in fewer bytes; the views (migration 0011) and `decode_row` undo them:
 - a total's watts, amps and counters are stored minus the phases in the same row: what is left is the
   gateway's rounding, zero or a few thousandths, which SQLite stores in one byte or none;
-- a phase's frequency is stored minus the total's (one grid: zero);
-- a counter that is exactly imported minus exported (a net channel's, as the collector computes it) is not
-  stored: it is NULL, and read as that difference.
+- a value that follows from the others in the row is not stored (NULL): a counter that is exactly imported
+  minus exported (a net channel's, as the collector computes it), a phase's frequency that is the total's
+  (one grid), a total's voltage that is the mean of three phases' (as the collector makes it). Where such a
+  value is unknown although the others are known, -1 is stored (no voltage or frequency is negative).
+NULL costs nothing in either database; a small number costs SQLite one byte or none, but PostgreSQL its
+column's width, so the NULLs are what shrink a PostgreSQL row.
 
 Readers read the views: `meter_totals` (the totals, a plain projection that keeps the key's order for the
 reports) and `meter_readings` (every slot as a row of its phase's series, for exports, Grafana and SQL).
@@ -35,6 +38,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    case,
     cast,
     func,
 )
@@ -55,6 +59,9 @@ VALUES = (*COUNTERS, *MEASURES, *RATIOS)  # every slot's columns, in thousandths
 SCALES = dict.fromkeys(VALUES, MILLI)
 
 RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "watts", "amps")
+# Stored where a value is unknown but its derived form would give one: no voltage or frequency is negative
+# (readings/plausible.py keeps them in bounds).
+UNKNOWN = -1
 # The readings' columns as the views give them, in the order of the float tables (0009).
 VIEW_COLUMNS = (
     "source",
@@ -117,15 +124,13 @@ def encode_row(
         for name in VALUES:
             row[slot(phase, name)] = None if values is None else values.get(name)
     total = phases.get(0)
-    for phase in PHASES:
-        if phase not in phases:
-            continue
-        values = phases[phase]
+    total_hz = None if total is None else total.get("hz")
+    for phase, values in phases.items():
         if _derived_counter(values):
             row[slot(phase, "wh_lifetime")] = None
-        hz = values.get("hz")
-        if phase and hz is not None:
-            row[slot(phase, "hz")] = hz - ((total or {}).get("hz") or 0)
+        if phase and total_hz is not None:
+            hz = values.get("hz")
+            row[slot(phase, "hz")] = UNKNOWN if hz is None else None if hz == total_hz else hz
     if total is not None:
         for name in RESIDUAL:
             if name == "wh_lifetime" and _derived_counter(total):
@@ -133,7 +138,18 @@ def encode_row(
             value = total.get(name)
             if value is not None:
                 row[name] = value - sum((phases[p].get(name) or 0) for p in phases if p)
+        mean = _mean_volts([phases[p].get("volts") if p in phases else None for p in (1, 2, 3)])
+        if mean is not None:
+            volts = total.get("volts")
+            row["volts"] = UNKNOWN if volts is None else None if volts == mean else volts
     return row
+
+
+def _mean_volts(volts: list[int | None]) -> int | None:
+    """The three phases' mean voltage to the millivolt (half up), as the collector makes a total's."""
+    if any(value is None for value in volts):
+        return None
+    return (sum(value for value in volts if value is not None) + 1) // 3
 
 
 def _derived_counter(values: Mapping[str, int | None]) -> bool:
@@ -155,18 +171,24 @@ def decode_row(row: Mapping[str, Any]) -> dict[int, dict[str, int | None]]:
         if row[slot(phase, "watts")] is not None
     }
     total = phases.pop(0, None)
-    total_hz = (total or {}).get("hz") or 0
     for values in phases.values():
-        if values["hz"] is not None:
-            values["hz"] += total_hz
+        if total is not None and total["hz"] is not None:
+            values["hz"] = total["hz"] if values["hz"] is None else _known(values["hz"])
         _undo_derived_counter(values)
     if total is not None:
         for name in RESIDUAL:
             if total[name] is not None:
                 total[name] += sum((values[name] or 0) for values in phases.values())
         _undo_derived_counter(total)
+        mean = _mean_volts([row[slot(p, "volts")] for p in (1, 2, 3)])
+        if mean is not None:
+            total["volts"] = mean if total["volts"] is None else _known(total["volts"])
         phases[0] = total
     return phases
+
+
+def _known(value: int) -> int | None:
+    return None if value == UNKNOWN else value
 
 
 def _undo_derived_counter(values: dict[str, int | None]) -> None:
@@ -200,7 +222,11 @@ def decoded_integer(phase: int, name: str) -> ColumnElement[Any]:
     if phase == 0 and name in RESIDUAL:
         return stored + _phases_sum(name)
     if phase and name == "hz":
-        return stored + func.coalesce(_stored(0, name), 0)
+        total = _stored(0, "hz")
+        return case((stored.is_(None), total), (stored == UNKNOWN, None), else_=stored)
+    if phase == 0 and name == "volts":
+        mean = (_stored(1, "volts") + _stored(2, "volts") + _stored(3, "volts") + 1) // 3
+        return case((stored.is_(None), mean), (stored == UNKNOWN, None), else_=stored)
     return stored
 
 

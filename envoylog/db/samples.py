@@ -28,6 +28,8 @@ FUTURE_TOLERANCE = timedelta(minutes=2)
 # An inverter that keeps reporting the same values (clipped at its maximum, a steady winter trickle) still
 # gets a row this often: the newest stored report shows it still reports (`check` tells it from a dead one).
 INVERTER_HEARTBEAT = timedelta(minutes=30)
+# How far back from its channel's newest row a phase's newest reading is looked for (load_latest_meters).
+PHASE_LOOKBACK = timedelta(days=1)
 
 
 @dataclass
@@ -285,7 +287,10 @@ def load_latest_meters(
 
     `wanted` maps each series to its channel (the total's series, which keys the rows) and its phase. One
     lookup per channel for its newest row, and one more for a phase whose slot is empty there (a phase that
-    did not change at that time).
+    did not change at that time), which looks back PHASE_LOOKBACK from that row at most: a phase silent for
+    longer counts as having no reading, so its next one is stored anew (one row more), and `status` and the
+    handoffs leave it out meanwhile. Unbounded, a phase no longer read would make every run read its
+    channel's history back to that phase's last reading.
     """
     if not wanted:
         return {}
@@ -296,7 +301,7 @@ def load_latest_meters(
     for sid, (channel, phase) in wanted.items():
         row = newest[channel][1] if channel in newest else None
         if row is not None and row[slot(phase, "watts")] is None:
-            row = _newest_with(conn, channel, phase, before)
+            row = _newest_with(conn, channel, phase, row["read_at"])
         if row is not None:
             values = decode_row(row)[phase]
             readable = {name: None if (v := values[name]) is None else v / MILLI for name in _METER_NUMBERS}
@@ -304,11 +309,12 @@ def load_latest_meters(
     return found
 
 
-def _newest_with(conn: Connection, channel: int, phase: int, before: datetime | None) -> Any:
-    """A channel's newest row with a reading of this phase (before `before`)."""
-    query = select(METER_DATA).where(METER_DATA.c.series_id == channel, present(phase))
-    if before is not None:
-        query = query.where(METER_DATA.c.read_at < before)
+def _newest_with(conn: Connection, channel: int, phase: int, newest: datetime) -> Any:
+    """A channel's newest row with a reading of this phase, looking back from its row at `newest`."""
+    at = METER_DATA.c.read_at
+    query = select(METER_DATA).where(
+        METER_DATA.c.series_id == channel, present(phase), at <= newest, at >= newest - PHASE_LOOKBACK
+    )
     return conn.execute(query.order_by(METER_DATA.c.read_at.desc()).limit(1)).mappings().first()
 
 

@@ -6,8 +6,8 @@ whole joules, and a meter's source as a small code. The gateway reports no value
 at most three decimals; device data comes in mV, mA and mHz), so nothing is lost, and an integer takes one to
 six bytes in SQLite where a float takes eight (four in PostgreSQL for all but the lifetime counters).
 
-Readers read the views (`meter_readings`, `inverter_readings`, `battery_readings`): they divide in the
-database, which gives the same float as the gateway's decimal, so reports, `check`, exports, Grafana and
+Readers read the views (`inverter_readings`, `battery_readings`; the meters' are in meters.py): they divide in
+the database, which gives the same float as the gateway's decimal, so reports, `check`, exports, Grafana and
 notebooks see the rows they always saw. Writers write the `*_data` tables, through `encode`.
 """
 
@@ -41,16 +41,16 @@ SOURCE_CODES = {name: code for code, name in enumerate(SOURCES)}
 MILLI = 1000  # the stored integer per unit
 WHOLE = 1
 
-# Value columns in their stored types and scales. PostgreSQL lays a row out in column order, so the
-# eight-byte columns come first (no padding between them and the four-byte ones).
+# Value columns in their stored types and scales. PostgreSQL lays a row out in column order: the migrations
+# put the eight-byte columns first, then the four- and two-byte ones, so that none is padded.
 _INVERTER = (
     ("joules_lifetime", BigInteger, WHOLE),
     ("watts", Integer, MILLI),
     ("max_watts", Integer, MILLI),
     ("ac_volts", Integer, MILLI),
-    ("ac_amps", Integer, MILLI),
+    ("ac_amps", SmallInteger, MILLI),  # plausible.py: at most 32 A, so a milliampere count fits two bytes
     ("dc_volts", Integer, MILLI),
-    ("dc_amps", Integer, MILLI),
+    ("dc_amps", SmallInteger, MILLI),
     ("hz", Integer, MILLI),
     ("temperature_c", Integer, MILLI),
 )
@@ -74,7 +74,7 @@ def _data_table(name: str, time: str, values: Any, source: bool, required: tuple
     ]
     if source:
         columns.append(Column("source", SmallInteger, nullable=False))
-    # On SQLite the rows live in the key's index (WITHOUT ROWID), as migration 0010 made the table. Not
+    # On SQLite the rows live in the key's index (WITHOUT ROWID), as migrations 0010-0011 made them. Not
     # declared here: a dialect's option makes SQLAlchemy load that dialect, SQLite's on PostgreSQL too.
     return Table(name, METADATA, *columns)
 

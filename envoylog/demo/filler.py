@@ -27,7 +27,7 @@ from envoylog.db import gateways, samples
 from envoylog.db.bulk import save_rows_bulk
 from envoylog.db.engine import SQLITE_BEGIN, describe_db_error
 from envoylog.db.lock import collect_lock
-from envoylog.db.meters import COUNTERS, METER_DATA, PHASES, RESIDUAL, VALUES, slot
+from envoylog.db.meters import COUNTERS, METER_DATA, PHASES, RESIDUAL, UNKNOWN, VALUES, slot
 from envoylog.db.migrate import open_database
 from envoylog.db.models import RUNS
 from envoylog.db.runs import load_run_minutes
@@ -366,8 +366,10 @@ def _channel_rows(
     at = np.flatnonzero(kept_any)
     nothing = (np.zeros(at.size, dtype=np.int64), np.zeros(at.size, dtype=bool))
     plain: dict[str, tuple[IntArray, NDArray[np.bool_]]] = {}  # per column: integers, and which are known
+    present: dict[int, NDArray[np.bool_]] = {}
     for phase, (one, keep) in phases.items():
         here = keep[at]
+        present[phase] = here
         for name in VALUES:
             value = one.values.get(name)
             if isinstance(value, np.ndarray):
@@ -380,6 +382,9 @@ def _channel_rows(
 
     def get(phase: int, name: str) -> tuple[IntArray, NDArray[np.bool_]]:
         return plain.get(slot(phase, name), nothing)
+
+    def here_of(phase: int) -> NDArray[np.bool_]:
+        return present.get(phase, nothing[1])
 
     def phases_sum(name: str) -> IntArray:
         total = np.zeros(at.size, dtype=np.int64)
@@ -403,12 +408,24 @@ def _channel_rows(
                 numbers = numbers - phases_sum(name)
             elif phase and name == "hz":
                 total, total_known = get(0, "hz")
-                numbers = numbers - np.where(total_known, total, 0)
+                numbers, known = _derived(numbers, known, total, total_known & here_of(phase))
+            elif phase == 0 and name == "volts":
+                (v1, k1), (v2, k2), (v3, k3) = (get(p, "volts") for p in (1, 2, 3))
+                mean = (v1 + v2 + v3 + 1) // 3
+                numbers, known = _derived(numbers, known, mean, k1 & k2 & k3 & here_of(0))
             columns.append(_with_nulls(numbers, known))
     source = first.values["source"]
     columns.append([SOURCES.index(str(source))] * at.size)
     readings = sum(int(keep.sum()) for _, keep in phases.values())
     return list(zip(*columns, strict=True)), readings
+
+
+def _derived(
+    numbers: IntArray, known: NDArray[np.bool_], derived: IntArray, derivable: NDArray[np.bool_]
+) -> tuple[IntArray, NDArray[np.bool_]]:
+    """A value where it follows from the row (`derivable`): NULL if it is what follows, UNKNOWN if unknown."""
+    numbers = np.where(derivable & ~known, UNKNOWN, numbers)
+    return numbers, (known | derivable) & ~(derivable & known & (numbers == derived))
 
 
 def _with_nulls(value: IntArray, known: NDArray[np.bool_]) -> list[Any]:

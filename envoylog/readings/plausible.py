@@ -50,9 +50,10 @@ _INVERTER = {
     "max_watts": Bound(0, MAX_INVERTER_WATTS, "W"),
     "joules_lifetime": Bound(0, 1e15, "J"),  # 280 MWh: a century of a large micro-inverter
     "ac_volts": Bound(0, 1_000, "V"),
-    "ac_amps": Bound(-100, 100, "A"),
+    # A micro-inverter's currents: below 2 A AC and 20 A DC by data sheet (stored in two bytes: db/stored.py).
+    "ac_amps": Bound(-32, 32, "A"),
     "dc_volts": Bound(0, 1_000, "V"),
-    "dc_amps": Bound(-100, 100, "A"),
+    "dc_amps": Bound(-32, 32, "A"),
     "hz": Bound(0, 100, "Hz"),
     "temperature_c": Bound(-60, 150, "°C"),
 }

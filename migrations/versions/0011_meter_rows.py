@@ -4,11 +4,16 @@
 time, with four slots of columns side by side: the total's under the values' names, L1's prefixed `l1_`,
 and so on; a slot is empty (watts NULL) when its phase had no new reading then. A total's watts, amps and
 counters are stored minus the phases in its row, a phase's frequency minus the total's, and a counter that is
-exactly imported minus exported is not stored (NULL). `meter_totals` gives the totals as `meter_readings`
+exactly imported minus exported is not stored (NULL), nor a phase's frequency that is the total's, nor a
+total's voltage that is the mean of three phases' (-1 where such a value is unknown but the others known).
+`meter_totals` gives the totals as `meter_readings`
 gave them; `meter_readings` gives every slot as a row of its phase's series, as before. Every reading comes
 back as it was. The Grafana views of 0008 are made again over the new `meter_readings`.
 
 A channel with phases but no total series gets one (phase 0): its rows hang on it.
+
+`inverter_data` is made again with its currents in two bytes (milliamperes up to 32.767 A: the collector
+keeps inverter currents within 32 A now, and no micro-inverter carries more) and its columns widest first.
 
 Revision ID: 0011
 Revises: 0010
@@ -38,6 +43,9 @@ MEASURES = ("watts", "volts", "amps", "hz")
 RATIOS = ("power_factor",)
 VALUES = (*COUNTERS, *MEASURES, *RATIOS)
 RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "watts", "amps")
+UNKNOWN = -1  # a voltage or frequency that is unknown where the others in the row would give one
+# The three phases' mean voltage to the millivolt, half up: how the collector makes a total's.
+_MEAN = "((CAST({prefix}1{sep}volts AS BIGINT) + {prefix}2{sep}volts + {prefix}3{sep}volts + 1) / 3)"
 # The readings' columns, in the order of the tables and views before.
 VIEW_COLUMNS = (
     "source",
@@ -53,6 +61,22 @@ VIEW_COLUMNS = (
 OLD_TYPES = {**dict.fromkeys(COUNTERS, sa.BigInteger()), **dict.fromkeys(MEASURES, sa.Integer())}
 
 
+# The inverters' table, made again: its currents in two bytes (readings/plausible.py bounds them to 32 A),
+# its columns widest first. (column, new type, old type), in the order of the view.
+INVERTER = (
+    ("watts", sa.Integer(), sa.Integer()),
+    ("max_watts", sa.Integer(), sa.Integer()),
+    ("joules_lifetime", sa.BigInteger(), sa.BigInteger()),
+    ("ac_volts", sa.Integer(), sa.Integer()),
+    ("ac_amps", sa.SmallInteger(), sa.Integer()),
+    ("dc_volts", sa.Integer(), sa.Integer()),
+    ("dc_amps", sa.SmallInteger(), sa.Integer()),
+    ("hz", sa.Integer(), sa.Integer()),
+    ("temperature_c", sa.Integer(), sa.Integer()),
+)
+SMALL = 32_767
+
+
 def _grafana_views() -> ModuleType:
     """Migration 0008, whose views read `meter_readings` and are made again over the new one."""
     path = Path(__file__).with_name("0008_grafana_views.py")
@@ -63,10 +87,59 @@ def _grafana_views() -> ModuleType:
     return module
 
 
-def _rename_data(to: str) -> None:
-    op.rename_table("meter_data", to)
+def _rename_data(to: str, table: str = "meter_data") -> None:
+    op.rename_table(table, to)
     if op.get_bind().dialect.name == "postgresql":  # the key's index keeps its name, wanted by the new table
-        op.execute(f"ALTER TABLE {to} RENAME CONSTRAINT pk_meter_data TO pk_{to}")
+        op.execute(f"ALTER TABLE {to} RENAME CONSTRAINT pk_{table} TO pk_{to}")
+
+
+def _rebuild_inverters(new: bool) -> None:
+    """inverter_data made again with the new (or, going down, the old) column types and order."""
+    op.execute("DROP VIEW inverter_readings")
+    _rename_data("inverter_data_old", "inverter_data")
+    types = {name: (newer if new else older) for name, newer, older in INVERTER}
+    width = {sa.BigInteger: 0, sa.Integer: 1, sa.SmallInteger: 2}
+    order = sorted(types, key=lambda name: width[type(types[name])])
+    op.create_table(
+        "inverter_data",
+        sa.Column("reported_at", UtcDateTime(), nullable=False),
+        *[
+            sa.Column(name, types[name], nullable=name != "watts")
+            for name in order
+            if types[name].__class__ is sa.BigInteger
+        ],
+        sa.Column("series_id", sa.Integer(), nullable=False),
+        *[
+            sa.Column(name, types[name], nullable=name != "watts")
+            for name in order
+            if types[name].__class__ is not sa.BigInteger
+        ],
+        sa.ForeignKeyConstraint(
+            ["series_id"], ["series.id"], name=op.f("fk_inverter_data_series_id_series"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("series_id", "reported_at", name=op.f("pk_inverter_data")),
+        sqlite_with_rowid=False,
+    )
+    names = [name for name, _, _ in INVERTER]
+    # Going up, a current beyond two bytes (more than 32 A: no micro-inverter's) is unknown, as now collected.
+    values = [
+        f"CASE WHEN ABS({name}) > {SMALL} THEN NULL ELSE {name} END"
+        if new and isinstance(types[name], sa.SmallInteger)
+        else name
+        for name in names
+    ]
+    op.execute(
+        f"INSERT INTO inverter_data (series_id, reported_at, {', '.join(names)})"
+        f" SELECT series_id, reported_at, {', '.join(values)} FROM inverter_data_old ORDER BY series_id, reported_at"
+    )
+    op.drop_table("inverter_data_old")
+    decoded = ", ".join(
+        f"CAST({name} AS DOUBLE PRECISION)" + ("" if name == "joules_lifetime" else " / 1000") + f" AS {name}"
+        for name in names
+    )
+    op.execute(
+        f"CREATE VIEW inverter_readings AS SELECT series_id, reported_at, {decoded} FROM inverter_data"
+    )
 
 
 def _big(column: str) -> str:
@@ -85,7 +158,16 @@ def _encoded(phase: int, name: str) -> str:
     if phase == 0 and name in RESIDUAL:
         return f"{value} - ({_phases(name, 'p{p}_' + name)})"
     if phase and name == "hz":
-        return f"{value} - COALESCE(p0_hz, 0)"
+        return (
+            f"CASE WHEN p{phase}_watts IS NULL OR p0_watts IS NULL OR p0_hz IS NULL THEN {value}"
+            f" WHEN {value} IS NULL THEN {UNKNOWN} WHEN {value} = p0_hz THEN NULL ELSE {value} END"
+        )
+    if phase == 0 and name == "volts":
+        known = " AND ".join(f"p{p}_volts IS NOT NULL" for p in (1, 2, 3))
+        return (
+            f"CASE WHEN p0_watts IS NULL OR NOT ({known}) THEN {value} WHEN {value} IS NULL THEN {UNKNOWN}"
+            f" WHEN {value} = {_MEAN.format(prefix='p', sep='_')} THEN NULL ELSE {value} END"
+        )
     return value
 
 
@@ -105,7 +187,10 @@ def _decoded(phase: int, name: str) -> str:
     if phase == 0 and name in RESIDUAL:
         return f"({stored} + {_decoded_phases(name)})"
     if phase and name == "hz":
-        return f"({stored} + COALESCE({_big('d.hz')}, 0))"
+        return f"CASE WHEN {stored} IS NULL THEN {_big('d.hz')} WHEN {stored} = {UNKNOWN} THEN NULL ELSE {stored} END"
+    if phase == 0 and name == "volts":
+        mean = _MEAN.format(prefix="d.l", sep="_")
+        return f"CASE WHEN {stored} IS NULL THEN {mean} WHEN {stored} = {UNKNOWN} THEN NULL ELSE {stored} END"
     return stored
 
 
@@ -177,6 +262,7 @@ def upgrade() -> None:
     )
     op.drop_table("meter_data_0010")
     _create_views()
+    _rebuild_inverters(new=True)
     grafana.upgrade()
 
 
@@ -204,6 +290,7 @@ def downgrade() -> None:
     grafana.downgrade()
     op.execute("DROP VIEW meter_readings")
     op.execute("DROP VIEW meter_totals")
+    _rebuild_inverters(new=False)
     _rename_data("meter_data_0011")
     old = sorted(VALUES, key=lambda name: (name not in COUNTERS, name in RATIOS))
     op.create_table(
