@@ -16,8 +16,6 @@ from sqlalchemy import Engine, select
 from envoylog.db import gateways, samples
 from envoylog.db.meters import (
     METER_DATA,
-    METER_READINGS,
-    METER_TOTALS,
     PHASES,
     VALUES,
     decode_row,
@@ -27,6 +25,7 @@ from envoylog.db.meters import (
 from envoylog.db.migrate import open_database
 from envoylog.db.models import SERIES
 from envoylog.db.stored import SOURCES
+from envoylog.db.views import METER_READINGS, METER_TOTALS
 from envoylog.demo.filler import _channel_rows, _Series
 from envoylog.readings.model import GatewayInfo, MeterReading, Snapshot
 from envoylog.reports.export import TABLES, _chunks, _series
@@ -254,20 +253,22 @@ def test_only_the_phases_that_changed_are_stored_and_each_keeps_its_newest(
     assert len(stored) == 2 and stored[1][2] is None  # the second row: L2's slot alone
 
 
-def test_a_phase_silent_for_over_a_day_is_stored_anew_and_meanwhile_not_shown(
+def test_a_phase_silent_for_over_a_week_is_stored_anew_and_meanwhile_not_shown(
     channel: tuple[Engine, dict[int, int]],
 ) -> None:
-    """The newest reading of a phase is looked for a day back from its channel's newest row, no further: a
+    """The newest reading of a phase is looked for a week back from its channel's newest row, no further: a
     phase no longer read must not make every run read the channel's history."""
     engine, _ = channel
     with engine.begin() as conn:
         gateway_id = conn.execute(select(SERIES.c.gateway_id)).scalars().first()
         samples.save_snapshot(conn, gateway_id, Snapshot(meters=[_reading(p, T0, 1.0) for p in PHASES]))
-        for hour in range(1, 26):  # the total goes on for 25 hours, L1 is no longer read
-            at = T0 + timedelta(hours=hour)
-            samples.save_snapshot(conn, gateway_id, Snapshot(meters=[_reading(0, at, float(hour))]))
-        shown = {row.phase for row in samples.load_latest(conn, gateway_id)}
-        back = T0 + timedelta(hours=26)
+        shown = {}
+        for day in range(1, 9):  # the total goes on for eight days, the phases are no longer read
+            at = T0 + timedelta(days=day)
+            samples.save_snapshot(conn, gateway_id, Snapshot(meters=[_reading(0, at, float(day))]))
+            shown[day] = {row.phase for row in samples.load_latest(conn, gateway_id)}
+        back = T0 + timedelta(days=8, hours=1)
         again = samples.save_snapshot(conn, gateway_id, Snapshot(meters=[_reading(1, back, 1.0)]))
-    assert shown == {0}  # L2 and L3 too: none of them was read after the first minute
-    assert again.added == {"production": 1}  # the same value as a day ago, stored as new
+    assert shown[7] == {0, 1, 2, 3}  # a week back: still the first minute's readings
+    assert shown[8] == {0}
+    assert again.added == {"production": 1}  # the same value as eight days ago, stored as new

@@ -14,7 +14,7 @@ from envoylog.check.findings import DayEnergy, Reporting
 from envoylog.config import GatewaySettings, Settings
 from envoylog.db import gateways
 from envoylog.db.models import SERIES
-from envoylog.db.stored import INVERTER_READINGS
+from envoylog.db.views import INVERTER_READINGS
 from envoylog.reports.common import Day
 from envoylog.reports.counters import INVERTER_MEASURE, INVERTER_ROWS, METER_ROWS, SITE_MEASURES, day_energies
 from envoylog.reports.coverage import day_coverage

@@ -19,8 +19,9 @@ Encodings keep every value in fewer bytes; the views (migration 0011) and `decod
 NULL costs nothing in either database; a small number costs SQLite one byte or none, but PostgreSQL its
 column's width, so the NULLs are what shrink a PostgreSQL row.
 
-Readers read the views: `meter_totals` (the totals, a plain projection that keeps the key's order for the
-reports) and `meter_readings` (every slot as a row of its phase's series, for exports, Grafana and SQL).
+Readers read the views (views.py): `meter_totals` (the totals, a plain projection that keeps the key's order
+for the reports) and `meter_readings` (every slot as a row of its phase's series, for Grafana and SQL); the
+export reads each slot from the table (`decoded_columns`), in the key's order.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from sqlalchemy import (
     Integer,
     PrimaryKeyConstraint,
     SmallInteger,
-    String,
     Table,
     case,
     cast,
@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from envoylog.db.models import METADATA
-from envoylog.db.stored import MILLI, SOURCES, VIEWS, meter_source
+from envoylog.db.stored import MILLI, SOURCES, meter_source
 from envoylog.db.types import UtcDateTime
 
 KINDS = ("production", "consumption", "net_consumption")  # the channels: series of these kinds
@@ -92,17 +92,6 @@ def _columns() -> list[Column[Any]]:
 # On SQLite the rows live in the key's index (WITHOUT ROWID), as migration 0011 made the table: not declared
 # here, where a dialect's option would make SQLAlchemy load that dialect on the other database too.
 METER_DATA = Table("meter_data", METADATA, *_columns(), PrimaryKeyConstraint("series_id", "read_at"))
-
-
-def _view(name: str) -> Table:
-    columns = [Column(c, String(16) if c == "source" else Double) for c in VIEW_COLUMNS]
-    return Table(
-        name,
-        VIEWS,
-        Column("series_id", Integer, primary_key=True),
-        Column("read_at", UtcDateTime, primary_key=True),
-        *columns,
-    )
 
 
 def slot(phase: int, name: str) -> str:
@@ -244,7 +233,3 @@ def decoded_columns(phase: int) -> list[ColumnElement[Any]]:
 def present(phase: int) -> ColumnElement[bool]:
     """The rows whose slot holds a reading of this phase."""
     return METER_DATA.c[slot(phase, "watts")].is_not(None)
-
-
-METER_TOTALS = _view("meter_totals")
-METER_READINGS = _view("meter_readings")

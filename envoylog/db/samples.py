@@ -29,7 +29,7 @@ FUTURE_TOLERANCE = timedelta(minutes=2)
 # gets a row this often: the newest stored report shows it still reports (`check` tells it from a dead one).
 INVERTER_HEARTBEAT = timedelta(minutes=30)
 # How far back from its channel's newest row a phase's newest reading is looked for (load_latest_meters).
-PHASE_LOOKBACK = timedelta(days=1)
+PHASE_LOOKBACK = timedelta(days=7)
 
 
 @dataclass
@@ -257,11 +257,6 @@ class ReadingTable:
     value_columns: tuple[str, ...]
 
     @property
-    def table(self) -> Table:
-        """The view the readings are read from."""
-        return self.stored.view
-
-    @property
     def time_column(self) -> str:
         return self.stored.time_column
 
@@ -276,8 +271,11 @@ READING_TABLES = {
 def load_latest_readings(
     conn: Connection, table: ReadingTable, series_ids: list[int], before: datetime | None = None
 ) -> dict[int, tuple[datetime, dict[str, Any]]]:
-    """The newest stored row of each series (before `before`): its time and the values it compares."""
-    return _latest_values(conn, table.table, table.time_column, series_ids, table.value_columns, before)
+    """The newest stored row of each series (before `before`): its time and the values it compares, as the
+    readings' view gives them."""
+    stored = table.stored
+    found = _latest_values(conn, stored.data, table.time_column, series_ids, table.value_columns, before)
+    return {sid: (at, stored.decode(values)) for sid, (at, values) in found.items()}
 
 
 def load_latest_meters(
@@ -289,8 +287,9 @@ def load_latest_meters(
     lookup per channel for its newest row, and one more for a phase whose slot is empty there (a phase that
     did not change at that time), which looks back PHASE_LOOKBACK from that row at most: a phase silent for
     longer counts as having no reading, so its next one is stored anew (one row more), and `status` and the
-    handoffs leave it out meanwhile. Unbounded, a phase no longer read would make every run read its
-    channel's history back to that phase's last reading.
+    handoffs leave it out meanwhile. Unbounded, a phase no longer read would make every run (with a handoff)
+    read its channel's history back to that phase's last reading. A week holds a total whose gateway time
+    lags its phases' by days (a capture of firmware 7.6.175 has one).
     """
     if not wanted:
         return {}

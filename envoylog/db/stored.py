@@ -6,9 +6,10 @@ whole joules, and a meter's source as a small code. The gateway reports no value
 at most three decimals; device data comes in mV, mA and mHz), so nothing is lost, and an integer takes one to
 six bytes in SQLite where a float takes eight (four in PostgreSQL for all but the lifetime counters).
 
-Readers read the views (`inverter_readings`, `battery_readings`; the meters' are in meters.py): they divide in
+Readers read the views (`inverter_readings`, `battery_readings`, `meter_readings`: views.py): they divide in
 the database, which gives the same float as the gateway's decimal, so reports, `check`, exports, Grafana and
-notebooks see the rows they always saw. Writers write the `*_data` tables, through `encode`.
+notebooks see the rows they always saw. Writers write the `*_data` tables, through `encode`; a collect reads
+the newest rows of the tables themselves (`decode`), and never loads the views.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    Double,
     ForeignKey,
     Integer,
-    MetaData,
     SmallInteger,
-    String,
     Table,
     case,
 )
@@ -61,10 +59,6 @@ _BATTERY = (
 )
 _REQUIRED = {"inverter": ("watts",), "battery": ()}
 
-# The views are not part of the schema's metadata: the migrations make them, and the comparison of models and
-# migrations looks at tables only.
-VIEWS = MetaData()
-
 
 def _data_table(name: str, time: str, values: Any, source: bool, required: tuple[str, ...]) -> Table:
     columns: list[Column[Any]] = [
@@ -79,23 +73,18 @@ def _data_table(name: str, time: str, values: Any, source: bool, required: tuple
     return Table(name, METADATA, *columns)
 
 
-def _view(name: str, time: str, order: tuple[str, ...]) -> Table:
-    columns: list[Column[Any]] = [
-        Column("series_id", Integer, primary_key=True),
-        Column(time, UtcDateTime, primary_key=True),
-    ]
-    columns += [Column(column, String(16) if column == "source" else Double) for column in order]
-    return Table(name, VIEWS, *columns)
-
-
 @dataclass(frozen=True)
 class StoredReadings:
-    """One kind of reading: the view readers read, the table writers write, and how a value is stored."""
+    """One kind of reading: the table writers write, its view's columns, and how a value is stored."""
 
-    view: Table
     data: Table
     time_column: str
     scales: Mapping[str, int]  # value column -> stored integers per unit
+    view_columns: tuple[str, ...]  # the view's value columns (db/views.py), in the old tables' order
+
+    def decode(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A stored row's values as the view gives them: floats in their units."""
+        return {name: None if (v := values[name]) is None else v / self.scales[name] for name in values}
 
     def encode(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """A row's values as stored: integers in their units, the source as its code."""
@@ -133,10 +122,10 @@ def _readings(name: str, time: str, values: Any, order: tuple[str, ...]) -> Stor
     """`order`: the view's columns, in the order of the float tables the readings had before (0009)."""
     source = "source" in order
     return StoredReadings(
-        view=_view(f"{name}_readings", time, order),
         data=_data_table(f"{name}_data", time, values, source, _REQUIRED[name]),
         time_column=time,
         scales={column: scale for column, _, scale in values},
+        view_columns=order,
     )
 
 
@@ -157,6 +146,3 @@ INVERTER = _readings(
     ),
 )
 BATTERY = _readings("battery", "read_at", _BATTERY, ("soc_percent", "watts", "wh_available"))
-
-INVERTER_READINGS = INVERTER.view
-BATTERY_READINGS = BATTERY.view

@@ -31,8 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
-from envoylog.db.meters import METER_TOTALS
-from envoylog.db.stored import INVERTER_READINGS
+from envoylog.db.views import INVERTER_READINGS, METER_TOTALS
 from envoylog.reports.common import Day
 from envoylog.reports.coverage import UNCOVERED_SLOTS, Coverage
 from envoylog.reports.sql import epoch_seconds, rows_param

@@ -11,7 +11,7 @@ from sqlalchemy import (
     select,
 )
 
-from envoylog.db.meters import METER_TOTALS
+from envoylog.db.views import METER_TOTALS
 from envoylog.reports.columns import CURVE_COLUMNS
 from envoylog.reports.common import connection, gateway_ids, local_days, site_series
 from envoylog.reports.counters import MAX_HOLD_S

@@ -13,7 +13,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from envoylog.db.meters import METER_TOTALS
+from envoylog.db.views import METER_TOTALS
 from envoylog.reports.columns import DAILY_COLUMNS
 from envoylog.reports.common import Day, connection, gateway_ids, local_days, site_series
 from envoylog.reports.counters import METER_ROWS, SITE_MEASURES, Energy, day_energies

@@ -19,10 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from envoylog.db.engine import describe_db_error
 from envoylog.db.gateways import lookup_gateways
-from envoylog.db.meters import METER_DATA, METER_READINGS, decoded_columns, present
+from envoylog.db.meters import METER_DATA, decoded_columns, present
 from envoylog.db.models import SERIES
 from envoylog.db.samples import meter_series
-from envoylog.db.stored import BATTERY_READINGS, INVERTER_READINGS
+from envoylog.db.views import BATTERY_READINGS, INVERTER_READINGS, METER_READINGS
 from envoylog.errors import ConfigError, DatabaseError
 from envoylog.times import local_day_bounds, zone_of
 

@@ -223,6 +223,89 @@ def _create_views() -> None:
     op.execute(f"CREATE VIEW meter_readings AS {' UNION ALL '.join(_select(phase) for phase in range(4))}")
 
 
+# --- the Grafana views of 0008 that read the meters ---
+# Over `meter_readings` (a union) the energy steps' lookup of each row's previous row would read the whole union
+# for every row. They read each phase's slot of `meter_data` instead, one arm of a union per phase: a relation
+# both databases flatten into the query, so that a filter on time stays a range of the key, and the previous
+# row with a reading of that phase is one more descent of the key.
+
+
+def _slot(phase: int) -> str:
+    """A phase's readings from the rows that hold one, keyed by their channel, in the readings' units."""
+    sources = " ".join(f"WHEN {code} THEN '{name}'" for code, name in enumerate(SOURCES))
+    values = ", ".join(
+        f"CAST({_decoded(phase, name)} AS DOUBLE PRECISION) / 1000 AS {name}" for name in VIEW_COLUMNS[1:]
+    )
+    return (
+        f"SELECT d.series_id AS channel_id, d.read_at, CASE d.source {sources} END AS source, {values}"
+        f" FROM meter_data AS d WHERE d.{SLOTS[phase]}watts IS NOT NULL"
+    )
+
+
+def _phase_series(phase: int, kinds: str) -> str:
+    """The series `s` of the phase whose slot `c` is, from the row's channel."""
+    if phase == 0:
+        return f"JOIN series AS s ON s.id = c.channel_id AND s.kind IN ({kinds})"
+    return (
+        "JOIN series AS t ON t.id = c.channel_id"
+        " JOIN series AS s ON s.gateway_id = t.gateway_id AND s.kind = t.kind AND s.device = t.device"
+        f" AND s.phase = {phase} AND s.kind IN ({kinds})"
+    )
+
+
+def _grafana_meter_views(grafana: ModuleType, dialect: str) -> dict[str, str]:
+    """`envoylog_meter` and `envoylog_energy_steps` over the slots, as 0008 made them over the rows."""
+    kinds = ", ".join(f"'{kind}'" for kind in KINDS)
+    rows, steps = [], []
+    for phase in range(4):
+        slot, series = _slot(phase), _phase_series(phase, kinds)
+        rows.append(
+            "SELECT c.read_at AS time, g.serial AS gateway, g.name AS gateway_name, s.kind, s.phase,"
+            " c.source, c.watts, c.wh_lifetime, c.wh_imported_lifetime, c.wh_exported_lifetime,"
+            f" c.volts, c.amps, c.hz, c.power_factor FROM ({slot}) AS c {series}"
+            " JOIN gateways AS g ON g.id = s.gateway_id"
+        )
+        newest_before = (
+            f"FROM ({slot}) AS q WHERE q.channel_id = c.channel_id AND q.read_at < c.read_at"
+            " ORDER BY q.read_at DESC LIMIT 1"
+        )
+        if dialect == "sqlite":
+            local = "date(c.read_at - 1, 'unixepoch', 'localtime')"
+            day, day_start = local, f"CAST(strftime('%s', {local}, 'utc') AS INTEGER)"
+            seconds = "(c.read_at - p.read_at)"
+            previous = (
+                f"JOIN ({slot}) AS p ON p.channel_id = c.channel_id"
+                f" AND p.read_at = (SELECT q.read_at {newest_before})"
+            )
+        else:
+            local = "CAST(c.read_at - interval '1 second' AS date)"
+            day, day_start = local, f"CAST({local} AS timestamptz)"
+            seconds = "date_part('epoch', c.read_at - p.read_at)"
+            counters = "q.source, q.wh_lifetime, q.wh_imported_lifetime, q.wh_exported_lifetime"
+            previous = f"JOIN LATERAL (SELECT q.read_at, {counters} {newest_before}) AS p ON true"
+        step = grafana._site_step
+        steps.append(
+            f"SELECT c.read_at AS time, {day} AS day, {day_start} AS day_start,"
+            " g.serial AS gateway, g.name AS gateway_name, s.kind, s.phase,"
+            f" CASE WHEN s.kind = 'production' THEN {step('wh_lifetime', seconds)} END AS production_wh,"
+            f" CASE WHEN s.kind = 'consumption' THEN {step('wh_lifetime', seconds)} END AS consumption_wh,"
+            " CASE WHEN s.kind = 'net_consumption' THEN"
+            f" {step('wh_imported_lifetime', seconds)} END AS import_wh,"
+            " CASE WHEN s.kind = 'net_consumption' THEN"
+            f" {step('wh_exported_lifetime', seconds)} END AS export_wh"
+            f" FROM ({slot}) AS c {series} JOIN gateways AS g ON g.id = s.gateway_id {previous}"
+        )
+    return {"envoylog_meter": " UNION ALL ".join(rows), "envoylog_energy_steps": " UNION ALL ".join(steps)}
+
+
+def _create_grafana_views(grafana: ModuleType) -> None:
+    dialect = op.get_bind().dialect.name
+    views = {**grafana._common(), **(grafana._sqlite() if dialect == "sqlite" else grafana._postgresql())}
+    views.update(_grafana_meter_views(grafana, dialect))
+    for name in reversed(grafana.VIEWS):
+        op.execute(f"CREATE VIEW {name} AS {views[name]}")
+
+
 def upgrade() -> None:
     grafana = _grafana_views()
     grafana.downgrade()
@@ -263,7 +346,7 @@ def upgrade() -> None:
     op.drop_table("meter_data_0010")
     _create_views()
     _rebuild_inverters(new=True)
-    grafana.upgrade()
+    _create_grafana_views(grafana)
 
 
 def _create_table() -> None:
