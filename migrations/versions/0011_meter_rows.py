@@ -2,13 +2,14 @@
 
 `meter_data` had a row per phase series and time. It now has a row per channel (the total's series) and
 time, with four slots of columns side by side: the total's under the values' names, L1's prefixed `l1_`,
-and so on; a slot is empty (watts NULL) when its phase had no new reading then. A total's watts, amps and
-counters are stored minus the phases in its row, a phase's frequency minus the total's, and a counter that is
-exactly imported minus exported is not stored (NULL), nor a phase's frequency that is the total's, nor a
-total's voltage that is the mean of three phases' (-1 where such a value is unknown but the others known).
-`meter_totals` gives the totals as `meter_readings`
-gave them; `meter_readings` gives every slot as a row of its phase's series, as before. Every reading comes
-back as it was. The Grafana views of 0008 are made again over the new `meter_readings`.
+and so on; a slot is empty (watts NULL) when its phase had no new reading then. A total's amps and counters
+are stored minus the phases in its row; a counter that is exactly imported minus exported is not
+stored (NULL), nor a phase's frequency that is the total's, nor a total's voltage that is the mean of three
+phases' (-1 where such a value is unknown but the others known). `meter_totals` gives the totals as
+`meter_readings` gave them; `meter_readings` gives every slot as a row of its phase's series, as before. Every
+reading comes back as it was. The Grafana views of 0008 are made again; `envoylog_meter` and `envoylog_energy_steps` read
+the slots of `meter_data` themselves (a union over `meter_readings` would be read whole for every row's
+previous row).
 
 A channel with phases but no total series gets one (phase 0): its rows hang on it.
 
@@ -42,7 +43,8 @@ COUNTERS = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime")
 MEASURES = ("watts", "volts", "amps", "hz")
 RATIOS = ("power_factor",)
 VALUES = (*COUNTERS, *MEASURES, *RATIOS)
-RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "watts", "amps")
+# A total's watts stay whole: reports order a day's rows by them (the peak), which a sum per row would slow.
+RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "amps")
 UNKNOWN = -1  # a voltage or frequency that is unknown where the others in the row would give one
 # The three phases' mean voltage to the millivolt, half up: how the collector makes a total's.
 _MEAN = "((CAST({prefix}1{sep}volts AS BIGINT) + {prefix}2{sep}volts + {prefix}3{sep}volts + 1) / 3)"
@@ -243,7 +245,8 @@ def _slot(phase: int) -> str:
 
 
 def _phase_series(phase: int, kinds: str) -> str:
-    """The series `s` of the phase whose slot `c` is, from the row's channel."""
+    """The series `s` of the phase whose slot `c` is, from the row's channel. (The arms give their phase as a
+    constant: a reader's `phase = 0` then skips the other arms before reading a row.)"""
     if phase == 0:
         return f"JOIN series AS s ON s.id = c.channel_id AND s.kind IN ({kinds})"
     return (
@@ -260,7 +263,7 @@ def _grafana_meter_views(grafana: ModuleType, dialect: str) -> dict[str, str]:
     for phase in range(4):
         slot, series = _slot(phase), _phase_series(phase, kinds)
         rows.append(
-            "SELECT c.read_at AS time, g.serial AS gateway, g.name AS gateway_name, s.kind, s.phase,"
+            f"SELECT c.read_at AS time, g.serial AS gateway, g.name AS gateway_name, s.kind, {phase} AS phase,"
             " c.source, c.watts, c.wh_lifetime, c.wh_imported_lifetime, c.wh_exported_lifetime,"
             f" c.volts, c.amps, c.hz, c.power_factor FROM ({slot}) AS c {series}"
             " JOIN gateways AS g ON g.id = s.gateway_id"
@@ -286,7 +289,7 @@ def _grafana_meter_views(grafana: ModuleType, dialect: str) -> dict[str, str]:
         step = grafana._site_step
         steps.append(
             f"SELECT c.read_at AS time, {day} AS day, {day_start} AS day_start,"
-            " g.serial AS gateway, g.name AS gateway_name, s.kind, s.phase,"
+            f" g.serial AS gateway, g.name AS gateway_name, s.kind, {phase} AS phase,"
             f" CASE WHEN s.kind = 'production' THEN {step('wh_lifetime', seconds)} END AS production_wh,"
             f" CASE WHEN s.kind = 'consumption' THEN {step('wh_lifetime', seconds)} END AS consumption_wh,"
             " CASE WHEN s.kind = 'net_consumption' THEN"
