@@ -6,7 +6,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,6 +206,8 @@ class Collector:
             with waiting_until(deadline):
                 order = _order(engine, settings)
             workers = min(options.workers, len(settings.gateways))
+            from concurrent.futures import ThreadPoolExecutor  # a fleet's: one gateway needs no thread
+
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envoylog-collect") as pool:
                 done = {run.name: run for run in pool.map(lambda g: _claimed_run(shared, g), order)}
             result = [done[gateway.name] for gateway in settings.gateways]
