@@ -56,7 +56,6 @@ COUNTERS = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime")  # BI
 MEASURES = ("watts", "volts", "amps", "hz")  # INTEGER
 RATIOS = ("power_factor",)  # SMALLINT
 VALUES = (*COUNTERS, *MEASURES, *RATIOS)  # every slot's columns, in thousandths of their units
-SCALES = dict.fromkeys(VALUES, MILLI)
 
 # A total's watts stay whole: reports order a day's rows by them (the peak), which a sum per row would slow.
 RESIDUAL = ("wh_lifetime", "wh_imported_lifetime", "wh_exported_lifetime", "amps")
@@ -196,19 +195,19 @@ def _stored(phase: int, name: str) -> ColumnElement[Any]:
 
 def _phases_sum(name: str) -> ColumnElement[Any]:
     """The phases' values in the row, an empty slot or unknown value as 0: what a total is stored minus."""
-    total: ColumnElement[Any] = func.coalesce(decoded_integer(1, name), 0)
+    total: ColumnElement[Any] = func.coalesce(_decoded_integer(1, name), 0)
     for phase in (2, 3):
-        total = total + func.coalesce(decoded_integer(phase, name), 0)
+        total = total + func.coalesce(_decoded_integer(phase, name), 0)
     return total
 
 
-def decoded_integer(phase: int, name: str) -> ColumnElement[Any]:
+def _decoded_integer(phase: int, name: str) -> ColumnElement[Any]:
     """A value of a phase's slot as the integer it was (thousandths), in SQL: `decode_row`'s rules."""
     stored = _stored(phase, name)
     if name == "wh_lifetime":
         plain = stored + _phases_sum(name) if phase == 0 else stored
-        imported = decoded_integer(phase, "wh_imported_lifetime")
-        return func.coalesce(plain, imported - decoded_integer(phase, "wh_exported_lifetime"))
+        imported = _decoded_integer(phase, "wh_imported_lifetime")
+        return func.coalesce(plain, imported - _decoded_integer(phase, "wh_exported_lifetime"))
     if phase == 0 and name in RESIDUAL:
         return stored + _phases_sum(name)
     if phase and name == "hz":
@@ -227,7 +226,7 @@ def decoded_columns(phase: int) -> list[ColumnElement[Any]]:
         if name == "source":
             columns.append(meter_source(METER_DATA.c.source).label(name))
         else:
-            columns.append((cast(decoded_integer(phase, name), Double) / MILLI).label(name))
+            columns.append((cast(_decoded_integer(phase, name), Double) / MILLI).label(name))
     return columns
 
 
